@@ -1,0 +1,155 @@
+"""Command line: ``python -m mtlib {embed,train,evaluate,predict,baselines} ...``.
+
+Bad arguments and bad files end in one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mtlib.backbone import DEFAULT_BACKBONE
+from mtlib.data import DataError
+from mtlib.encoder import POOLING_MODES
+from mtlib.losses import LOSS_WEIGHTINGS
+from mtlib.train import SAMPLINGS, TrainConfig
+
+
+def read_sentences(args: argparse.Namespace) -> list[str]:
+    """Sentences from the command line, or one a line from ``--input`` (``-`` for stdin)."""
+    if args.input is None:
+        if not args.sentences:
+            raise ValueError("give sentences as arguments or --input FILE (one sentence a line, - for stdin).")
+        return args.sentences
+    text = sys.stdin.read() if args.input == "-" else Path(args.input).read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    from mtlib.encoder import SentenceEncoder
+
+    sentences = read_sentences(args)
+    encoder = SentenceEncoder.from_pretrained(args.model, pooling=args.pooling)
+    embeddings = encoder.encode(sentences, batch_size=args.batch_size, normalize=True)
+    print(f"embeddings: {tuple(embeddings.shape)}")
+    if args.output:
+        np.save(args.output, embeddings.numpy())
+        print(f"saved to {args.output}")
+    print("cosine similarity:")
+    np.set_printoptions(precision=3, suppress=True, linewidth=160)
+    print(np.asarray(embeddings @ embeddings.T))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from mtlib.train import train
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    test = train(config)
+    print(json.dumps({task: {k: round(m[k], 4) for k in ("accuracy", "macro_f1")} for task, m in test.items()}))
+    print(f"results in {config.output_dir}: metrics.csv, test_metrics.json, model/")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from mtlib.data import load_dataset
+    from mtlib.evaluate import evaluate_frame
+    from mtlib.model import MultiTaskModel
+
+    model = MultiTaskModel.load(args.model)
+    results = evaluate_frame(model, load_dataset(args.data, model.tasks), batch_size=args.batch_size)
+    text = json.dumps(results, indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    print(text)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from mtlib.model import MultiTaskModel
+
+    sentences = read_sentences(args)
+    model = MultiTaskModel.load(args.model)
+    for sentence, prediction in zip(sentences, model.predict(sentences, batch_size=args.batch_size), strict=True):
+        print(json.dumps({"text": sentence, **prediction}))
+
+
+def cmd_baselines(args: argparse.Namespace) -> None:
+    from mtlib.baselines import run_baselines
+    from mtlib.data import load_dataset, split_dataset
+    from mtlib.encoder import SentenceEncoder
+    from mtlib.model import DEFAULT_TASKS
+
+    splits = split_dataset(load_dataset(args.data, DEFAULT_TASKS), seed=args.seed)
+    table = run_baselines(splits, DEFAULT_TASKS, encoder=SentenceEncoder.from_pretrained(args.model))
+    if args.output:
+        table.to_csv(args.output, index=False)
+    print(table.round(4).to_string(index=False))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mtlib", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    embed = commands.add_parser("embed", help="print sentence embeddings' shape and cosine similarities")
+    embed.add_argument("sentences", nargs="*")
+    embed.add_argument("--input", help="file with one sentence a line, - for stdin")
+    embed.add_argument("--output", help="save the embeddings as a .npy file")
+    embed.add_argument("--model", default=DEFAULT_BACKBONE, help="backbone id, alias (minilm) or folder")
+    embed.add_argument("--pooling", default="mean", choices=POOLING_MODES)
+    embed.add_argument("--batch-size", type=int, default=64)
+    embed.set_defaults(run=cmd_embed)
+
+    train = commands.add_parser("train", help="train the multi-task model")
+    train.add_argument("--data", required=True)
+    train.add_argument("--output-dir", required=True)
+    train.add_argument("--backbone")
+    train.add_argument("--pooling", choices=POOLING_MODES)
+    train.add_argument("--head", choices=("linear", "mlp"))
+    train.add_argument("--freeze", help="none | all | backbone | head:<task> | layers:<k>")
+    train.add_argument("--gradual-unfreeze", type=int, help="unfreeze one more layer every N epochs")
+    train.add_argument("--layer-lr-decay", type=float)
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS)
+    train.add_argument("--sampling", choices=SAMPLINGS)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--train-fraction", type=float)
+    train.add_argument("--resume", action="store_true", default=None)
+    train.set_defaults(run=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="score a saved model on a labelled CSV")
+    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--output")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.set_defaults(run=cmd_evaluate)
+
+    predict = commands.add_parser("predict", help="label sentences with a saved model, one JSON line each")
+    predict.add_argument("sentences", nargs="*")
+    predict.add_argument("--model", required=True)
+    predict.add_argument("--input", help="file with one sentence a line, - for stdin")
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.set_defaults(run=cmd_predict)
+
+    baselines = commands.add_parser("baselines", help="majority, TF-IDF and frozen-embedding baselines")
+    baselines.add_argument("--data", required=True)
+    baselines.add_argument("--model", default=DEFAULT_BACKBONE, help="backbone for the embedding baseline")
+    baselines.add_argument("--seed", type=int, default=0)
+    baselines.add_argument("--output", help="save the table as CSV")
+    baselines.set_defaults(run=cmd_baselines)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (DataError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

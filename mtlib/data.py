@@ -1,0 +1,257 @@
+"""Loading, validating and splitting labelled sentences, and batching them with dynamic padding.
+
+A data file is a UTF-8 CSV with a ``text`` column and any subset of the task columns. An empty
+label cell means "no label for this task": that row trains only the other tasks.
+Introduced in ``notebooks/04_training_loop.ipynb``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+from transformers import PreTrainedTokenizerBase
+
+IGNORE_INDEX = -100  # label id of a missing label; cross_entropy skips it
+SPLITS = ("train", "validation", "test")
+SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
+
+
+class DataError(ValueError):
+    """A data file or table that cannot be used; the message says where and how to fix it."""
+
+
+def load_dataset(source: str | Path | pd.DataFrame, tasks: dict[str, Sequence[str]]) -> pd.DataFrame:
+    """Read and validate labelled sentences.
+
+    Args:
+        source: A CSV path or a DataFrame with a ``text`` column and at least one task column.
+            Other columns are ignored.
+        tasks: Allowed labels per task, e.g. ``{"topic": ["Sports", ...]}``.
+
+    Returns:
+        A DataFrame with ``text`` and the task columns present; missing labels are ``None``.
+
+    Raises:
+        DataError: naming the file, the row (as a line number of the CSV) and the column.
+    """
+    if isinstance(source, pd.DataFrame):
+        name, frame = "DataFrame", source.copy()
+    else:
+        name, frame = str(source), _read_csv(Path(source))
+    first_row = 2 if name != "DataFrame" else 0  # CSV line of the first data row (line 1 is the header)
+    if "text" not in frame.columns:
+        raise DataError(f"{name}: missing column 'text' (columns found: {list(frame.columns)}).")
+    present = [task for task in tasks if task in frame.columns]
+    if not present:
+        raise DataError(f"{name}: no task column; expected at least one of {list(tasks)}.")
+    frame = frame[["text", *present]].reset_index(drop=True)
+
+    for i, text in enumerate(frame["text"]):
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{name}: row {i + first_row}, column 'text': empty text.")
+    for task in present:
+        allowed = list(tasks[task])
+        frame[task] = frame[task].map(lambda v: v.strip() if isinstance(v, str) and v.strip() else None)
+        for i, label in enumerate(frame[task]):
+            if label is not None and label not in allowed:
+                raise DataError(
+                    f"{name}: row {i + first_row}, column {task!r}: unknown label {label!r}; allowed: {allowed}."
+                )
+    seen: dict[str, int] = {}
+    for i, key in enumerate(frame["text"].map(normalize_text)):
+        if key in seen:
+            raise DataError(
+                f"{name}: row {i + first_row}, column 'text': duplicate of row {seen[key] + first_row} "
+                "(same text after normalising case, whitespace and punctuation)."
+            )
+        seen[key] = i
+    return frame
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path}: no such file.")
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: row {line}: bytes that are not UTF-8 ({raw[err.start : err.end]!r}); save the file as UTF-8."
+        ) from None
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise DataError(f"{path}: not a readable CSV ({err}).") from None
+
+
+def normalize_text(text: str) -> str:
+    """Lower case, punctuation removed, whitespace collapsed: the key for duplicate checks."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def split_dataset(
+    frame: pd.DataFrame, *, seed: int = 0, fractions: tuple[float, float, float] = SPLIT_FRACTIONS
+) -> dict[str, pd.DataFrame]:
+    """Seeded split into train, validation and test, stratified on every label column jointly.
+
+    Each stratum (one combination of labels, a missing label counting as its own value) is
+    shuffled with NumPy's PCG64 generator, which gives the same stream on every machine,
+    and cut so each split is within one row of its fraction. The split is then checked for leaks.
+
+    Example:
+        >>> splits = split_dataset(load_dataset("data/sentences.csv", DEFAULT_TASKS), seed=0)
+        >>> {name: len(part) for name, part in splits.items()}  # doctest: +SKIP
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+        raise ValueError(f"fractions={fractions} should be three non-negative numbers that sum to 1.")
+    label_columns = [c for c in frame.columns if c != "text"]
+    strata = frame[label_columns].fillna("<missing>").astype(str).agg("|".join, axis=1)
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[int]] = {name: [] for name in SPLITS}
+    for key in sorted(strata.unique()):
+        rows = rng.permutation(np.flatnonzero((strata == key).to_numpy()))
+        n_val, n_test = round(fractions[1] * len(rows)), round(fractions[2] * len(rows))
+        n_train = len(rows) - n_val - n_test
+        parts["train"] += rows[:n_train].tolist()
+        parts["validation"] += rows[n_train : n_train + n_val].tolist()
+        parts["test"] += rows[n_train + n_val :].tolist()
+    splits = {name: frame.iloc[sorted(rows)].reset_index(drop=True) for name, rows in parts.items()}
+    report = find_leaks(splits)
+    if report.exact:
+        raise DataError(f"{len(report.exact)} texts appear in two splits, e.g. {report.exact[0]}; remove duplicates.")
+    return splits
+
+
+@dataclass
+class LeakReport:
+    exact: list[tuple[str, str, str]] = field(default_factory=list)  # (split a, split b, normalised text)
+    near: list[tuple[str, str, str, str, float]] = field(default_factory=list)  # (split a, split b, text a, text b, J)
+
+
+def _trigrams(text: str) -> frozenset[tuple[str, ...]]:
+    words = normalize_text(text).split()
+    return frozenset(zip(words, words[1:], words[2:], strict=False)) or frozenset([tuple(words)])
+
+
+def find_leaks(splits: dict[str, pd.DataFrame], *, threshold: float = 0.8) -> LeakReport:
+    """Texts shared by two splits after normalisation, and near-duplicates across splits.
+
+    Near-duplicates are pairs whose word-trigram sets have Jaccard similarity >= ``threshold``;
+    only pairs that share a trigram are compared, so the check stays fast on thousands of rows.
+    """
+    report = LeakReport()
+    keys = {name: set(part["text"].map(normalize_text)) for name, part in splits.items()}
+    for a, b in itertools.combinations(splits, 2):
+        report.exact += [(a, b, text) for text in sorted(keys[a] & keys[b])]
+
+    docs = [(name, text, _trigrams(text)) for name, part in splits.items() for text in part["text"]]
+    index: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for i, (_, _, grams) in enumerate(docs):
+        for gram in grams:
+            index[gram].append(i)
+    candidates = {(i, j) for ids in index.values() for i, j in itertools.combinations(ids, 2)}
+    for i, j in sorted(candidates):
+        (split_a, text_a, ga), (split_b, text_b, gb) = docs[i], docs[j]
+        if split_a != split_b:
+            jaccard = len(ga & gb) / len(ga | gb)
+            if jaccard >= threshold:
+                report.near.append((split_a, split_b, text_a, text_b, round(jaccard, 3)))
+    return report
+
+
+class SentenceDataset(Dataset):
+    """Texts with one label id per task; a missing label is ``IGNORE_INDEX``.
+
+    With ``embeddings`` (one cached sentence vector per row, from a frozen encoder) items carry
+    the vector instead of the text, and the heads train without running the encoder.
+    """
+
+    def __init__(
+        self, frame: pd.DataFrame, tasks: dict[str, Sequence[str]], embeddings: torch.Tensor | None = None
+    ) -> None:
+        self.texts = frame["text"].tolist()
+        self.embeddings = embeddings
+        self.labels = {
+            task: torch.tensor(
+                [
+                    IGNORE_INDEX if label is None or label != label else list(labels).index(label)
+                    for label in frame[task]
+                ]
+                if task in frame
+                else [IGNORE_INDEX] * len(frame)
+            )
+            for task, labels in tasks.items()
+        }
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i: int) -> dict:
+        inputs = {"text": self.texts[i]} if self.embeddings is None else {"embedding": self.embeddings[i]}
+        return inputs | {task: ids[i] for task, ids in self.labels.items()}
+
+
+class Collator:
+    """Tokenise a list of items, padding only to the longest sentence in the batch (dynamic padding).
+
+    Items with cached ``embedding`` vectors are stacked instead.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        if "embedding" in items[0]:
+            batch = {"embeddings": torch.stack([item["embedding"] for item in items])}
+        else:
+            tokens = self.tokenizer(
+                [item["text"] for item in items],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            )
+            batch = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+        for task in sorted(items[0].keys() - {"text", "embedding"}):
+            batch[f"labels_{task}"] = torch.stack([item[task] for item in items])
+        return batch
+
+
+class LengthGroupedBatches:
+    """Shuffled batches of sentences of similar length, reproducible from ``(seed, epoch)``.
+
+    Shuffle all rows, cut them into pools of ``pool_batches`` batches, sort each pool by length
+    and cut it into batches, then shuffle the batches: little padding, still random order.
+    Call ``set_epoch`` before each epoch so a resumed run sees the same order as an unbroken one.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, *, seed: int = 0, pool_batches: int = 50) -> None:
+        self.lengths, self.batch_size, self.seed, self.pool = list(lengths), batch_size, seed, pool_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths))
+        pool_size = self.pool * self.batch_size
+        batches = []
+        for start in range(0, len(order), pool_size):
+            pool = sorted(order[start : start + pool_size], key=lambda i: self.lengths[i])
+            batches += [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+        for i in rng.permutation(len(batches)):
+            yield [int(j) for j in batches[i]]

@@ -1,0 +1,203 @@
+"""Task 2: one shared sentence encoder, one classification head per task.
+
+Tasks and their labels are configuration (a dict), so a third task needs no code change.
+Introduced in ``notebooks/02_multi_task_heads.ipynb``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import safetensors
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+from mtlib.backbone import DEFAULT_BACKBONE, sha256_of
+from mtlib.encoder import SentenceEncoder
+
+DEFAULT_TASKS = {
+    "topic": ["Sports", "Business", "Entertainment", "Technology", "Politics"],
+    "sentiment": ["Negative", "Neutral", "Positive"],
+}
+HEAD_TYPES = ("linear", "mlp")
+CONFIG_FILE, WEIGHTS_FILE, BACKBONE_DIR = "config.json", "model.safetensors", "backbone"
+
+
+def make_head(in_features: int, num_labels: int, *, head: str = "linear", dropout: float = 0.1) -> nn.Sequential:
+    """Dropout + linear by default; ``mlp`` adds one hidden layer of the same width with GELU."""
+    if head not in HEAD_TYPES:
+        raise ValueError(f"head={head!r} is not valid. Valid head types are: {HEAD_TYPES}.")
+    if head == "linear":
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_labels))
+    return nn.Sequential(
+        nn.Dropout(dropout),
+        nn.Linear(in_features, in_features),
+        nn.GELU(),
+        nn.Dropout(dropout),
+        nn.Linear(in_features, num_labels),
+    )
+
+
+class MultiTaskModel(nn.Module):
+    """A shared :class:`SentenceEncoder` and an ``nn.ModuleDict`` of heads keyed by task name.
+
+    Example:
+        >>> model = MultiTaskModel.from_pretrained("minilm")
+        >>> logits = model(**model.encoder.tokenize(["Stocks slid on Friday."]))
+        >>> {task: tuple(x.shape) for task, x in logits.items()}
+        {'topic': (1, 5), 'sentiment': (1, 3)}
+    """
+
+    def __init__(
+        self,
+        encoder: SentenceEncoder,
+        tasks: dict[str, Sequence[str]] | None = None,
+        *,
+        head: str = "linear",
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        tasks = DEFAULT_TASKS if tasks is None else tasks
+        if not tasks:
+            raise ValueError("tasks is empty: give at least one task, e.g. {'topic': ['Sports', 'Business']}.")
+        for task, labels in tasks.items():
+            if len(labels) < 2 or len(set(labels)) != len(labels):
+                raise ValueError(f"Task {task!r} needs at least two distinct labels, got {list(labels)}.")
+        self.encoder = encoder
+        self.tasks = {task: list(labels) for task, labels in tasks.items()}
+        self.head_type, self.dropout = head, dropout
+        self.heads = nn.ModuleDict(
+            {
+                task: make_head(encoder.hidden_size, len(labels), head=head, dropout=dropout)
+                for task, labels in tasks.items()
+            }
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        backbone: str = DEFAULT_BACKBONE,
+        tasks: dict[str, Sequence[str]] | None = None,
+        *,
+        pooling: str = "mean",
+        head: str = "linear",
+        dropout: float = 0.1,
+        max_length: int | None = None,
+    ) -> MultiTaskModel:
+        """A new model on a pretrained backbone, heads freshly initialised."""
+        encoder = SentenceEncoder.from_pretrained(backbone, pooling=pooling, max_length=max_length)
+        return cls(encoder, tasks, head=head, dropout=dropout)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        embeddings: torch.Tensor | None = None,
+        **_: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Logits per task. The encoder runs once and every head reads the same sentence vectors;
+        pass ``embeddings`` cached from a frozen encoder to skip it. Extra keys (labels) are ignored."""
+        if embeddings is None:
+            embeddings = self.encoder(input_ids, attention_mask)  # (B, H)
+        return self.classify(embeddings)
+
+    def classify(self, embeddings: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits ``(B, num_labels)`` per task from sentence vectors ``(B, H)``: the heads alone."""
+        return {task: head(embeddings) for task, head in self.heads.items()}
+
+    @torch.inference_mode()
+    def predict_logits(self, sentences: Sequence[str], *, batch_size: int = 64) -> dict[str, torch.Tensor]:
+        was_training = self.training
+        self.eval()
+        logits = self.classify(self.encoder.encode(sentences, batch_size=batch_size).to(self.encoder.device))
+        self.train(was_training)
+        return {task: x.float().cpu() for task, x in logits.items()}
+
+    def predict(self, sentences: Sequence[str], *, batch_size: int = 64) -> list[dict[str, dict]]:
+        """Each sentence's label and class probabilities for every task.
+
+        Returns:
+            One dict per sentence: ``{task: {"label": str, "probabilities": {label: float}}}``.
+        """
+        probabilities = {
+            task: x.softmax(-1) for task, x in self.predict_logits(sentences, batch_size=batch_size).items()
+        }
+        return [
+            {
+                task: {
+                    "label": self.tasks[task][int(p[i].argmax())],
+                    "probabilities": {
+                        label: round(float(v), 6) for label, v in zip(self.tasks[task], p[i], strict=True)
+                    },
+                }
+                for task, p in probabilities.items()
+            }
+            for i in range(len(sentences))
+        ]
+
+    def config(self) -> dict:
+        return {
+            "backbone": self.encoder.backbone,
+            "pooling": self.encoder.pooling.mode,
+            "normalize": self.encoder.normalize,
+            "max_length": self.encoder.max_length,
+            "tasks": self.tasks,
+            "head": self.head_type,
+            "dropout": self.dropout,
+        }
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and ``backbone/`` (its config and tokenizer)."""
+        import accelerate
+        import transformers
+
+        folder = Path(folder)
+        (folder / BACKBONE_DIR).mkdir(parents=True, exist_ok=True)
+        state = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
+        save_file(state, folder / WEIGHTS_FILE)
+        self.encoder.transformer.config.save_pretrained(folder / BACKBONE_DIR)
+        self.encoder.tokenizer.save_pretrained(folder / BACKBONE_DIR)
+        config = self.config() | {
+            "weights_sha256": sha256_of(folder / WEIGHTS_FILE),
+            "versions": {
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "accelerate": accelerate.__version__,
+            },
+        }
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> MultiTaskModel:
+        """Rebuild a saved model offline; no pickle is read, and the weights' hash is checked."""
+        folder = Path(folder)
+        if not (folder / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"{folder} has no {CONFIG_FILE}: pass the folder written by MultiTaskModel.save.")
+        config = json.loads((folder / CONFIG_FILE).read_text())
+        weights = folder / WEIGHTS_FILE
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights} is missing: the saved model is incomplete.")
+        if sha256_of(weights) != config["weights_sha256"]:
+            raise ValueError(f"{weights} does not match the sha256 in {CONFIG_FILE}: it is truncated or altered.")
+        try:
+            state = load_file(weights)
+        except safetensors.SafetensorError as err:
+            raise ValueError(f"{weights} cannot be read ({err}): it is truncated or corrupt.") from err
+        transformer = AutoModel.from_config(AutoConfig.from_pretrained(folder / BACKBONE_DIR, local_files_only=True))
+        tokenizer = AutoTokenizer.from_pretrained(folder / BACKBONE_DIR, local_files_only=True)
+        encoder = SentenceEncoder(
+            transformer,
+            tokenizer,
+            pooling=config["pooling"],
+            normalize=config["normalize"],
+            max_length=config["max_length"],
+            backbone=config["backbone"],
+        )
+        model = cls(encoder, config["tasks"], head=config["head"], dropout=config["dropout"])
+        model.load_state_dict(state)
+        return model.eval()

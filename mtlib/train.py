@@ -1,0 +1,394 @@
+"""Task 4: the multi-task training loop, explicit from top to bottom, on Hugging Face Accelerate.
+
+The same code runs on a CPU, on one GPU (bf16 autocast where supported) and on several processes
+through ``accelerate launch`` or ``torchrun``. Walked through in ``notebooks/04_training_loop.ipynb``.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from mtlib.backbone import DEFAULT_BACKBONE
+from mtlib.data import Collator, LengthGroupedBatches, SentenceDataset, load_dataset, split_dataset
+from mtlib.evaluate import evaluate_frame, task_metrics
+from mtlib.freezing import count_trainable, encoder_is_frozen, freeze, gradual_unfreeze, layerwise_param_groups
+from mtlib.losses import MultiTaskLoss, masked_cross_entropy
+from mtlib.model import DEFAULT_TASKS, MultiTaskModel
+
+SAMPLINGS = ("joint", "round_robin", "proportional", "temperature")
+METRICS_COLUMNS = ["epoch", "split", "task", "loss", "accuracy", "macro_f1", "n", "lr", "seconds", "trainable_params"]
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    data: str = "data/sentences.csv"  # CSV with a text column and one column per task
+    output_dir: str = "runs/default"  # metrics.csv, test_metrics.json, model/ and the checkpoint go here
+    tasks: dict[str, list[str]] = field(default_factory=lambda: copy.deepcopy(DEFAULT_TASKS))  # task -> labels
+    backbone: str = DEFAULT_BACKBONE  # packaged MiniLM by default; any HF id or folder
+    pooling: str = "mean"  # mean | cls | max | attention
+    head: str = "linear"  # linear (dropout + linear) | mlp (one hidden layer)
+    dropout: float = 0.1  # dropout before each head layer
+    max_length: int | None = None  # tokens per sentence; None: what the backbone was trained with
+    freeze: str = "none"  # none | all | backbone | head:<task> | layers:<k>
+    gradual_unfreeze: int = 0  # > 0: unfreeze one more layer from the top every this many epochs (ULMFiT)
+    layer_lr_decay: float = 1.0  # < 1: each lower layer's learning rate is multiplied by this once more
+    epochs: int = 4  # passes over the training split
+    batch_size: int = 32  # sentences per step (per process)
+    lr: float = 1e-4  # peak learning rate of AdamW
+    head_lr: float | None = None  # learning rate of the heads; None: same as lr
+    weight_decay: float = 0.01  # AdamW decoupled weight decay, not on biases and LayerNorm
+    warmup_ratio: float = 0.1  # share of steps with linearly rising learning rate, then linear decay to 0
+    max_grad_norm: float = 1.0  # gradient clipping
+    loss_weighting: str = "equal"  # equal | fixed | uncertainty
+    task_weights: dict[str, float] | None = None  # per-task weights for loss_weighting="fixed"
+    sampling: str = "joint"  # joint: rows carry every label; else per-task batches mixed by this rule
+    temperature: float = 2.0  # sampling="temperature": task probability proportional to size ** (1 / T)
+    patience: int = 2  # stop after this many epochs without a better mean validation macro-F1
+    seed: int = 0  # data split, initialisation, shuffling and dropout
+    train_fraction: float = 1.0  # < 1: train on a seeded, stratified subset of the training split
+    mixed_precision: str = "auto"  # auto: bf16 on a GPU that supports it, else fp32 | no | bf16 | fp16
+    resume: bool = False  # continue from output_dir/checkpoint.pt
+    progress: bool = True  # tqdm progress bars
+
+    def validate(self) -> None:
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling={self.sampling!r} is not valid. Valid samplings are: {SAMPLINGS}.")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} should be a positive integer.")
+        if not 0 < self.train_fraction <= 1:
+            raise ValueError(f"train_fraction={self.train_fraction} should be in (0, 1].")
+        if self.lr <= 0:
+            raise ValueError(f"lr={self.lr} should be positive.")
+
+
+def build_model(config: TrainConfig) -> MultiTaskModel:
+    return MultiTaskModel.from_pretrained(
+        config.backbone,
+        config.tasks,
+        pooling=config.pooling,
+        head=config.head,
+        dropout=config.dropout,
+        max_length=config.max_length,
+    )
+
+
+def subsample(frame: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """A stratified share of the rows, for learning curves; the same rows for the same seed."""
+    if fraction >= 1:
+        return frame
+    labels = frame.drop(columns="text").fillna("<missing>").astype(str).agg("|".join, axis=1)
+    keep = labels.groupby(labels).sample(frac=fraction, random_state=seed).index
+    return frame.loc[sorted(keep)].reset_index(drop=True)
+
+
+def get_dataloaders(
+    model: MultiTaskModel, splits: dict[str, pd.DataFrame], config: TrainConfig, *, cache: bool
+) -> tuple[dict[str, DataLoader], DataLoader]:
+    """Training loaders (one per task, or a single ``joint`` one) and the validation loader.
+
+    With ``cache``, the frozen encoder embeds every sentence once and the loaders carry vectors.
+    """
+    collate = Collator(model.encoder.tokenizer, model.encoder.max_length)
+    embed = (lambda f: model.encoder.encode(f["text"].tolist(), batch_size=128)) if cache else (lambda f: None)
+    train = splits["train"]
+    if config.sampling == "joint":
+        per_task = {"joint": train}
+    else:
+        per_task = {task: train[train[task].notna()][["text", task]] for task in config.tasks if task in train}
+    train_loaders = {}
+    for name, frame in per_task.items():
+        batches = LengthGroupedBatches(frame["text"].str.len().tolist(), config.batch_size, seed=config.seed)
+        dataset = SentenceDataset(frame, config.tasks if name == "joint" else {name: config.tasks[name]}, embed(frame))
+        train_loaders[name] = DataLoader(dataset, batch_sampler=batches, collate_fn=collate)
+    validation = SentenceDataset(splits["validation"], config.tasks, embed(splits["validation"]))
+    return train_loaders, DataLoader(validation, batch_size=128, collate_fn=collate)
+
+
+def task_schedule(sizes: dict[str, int], sampling: str, *, temperature: float, rng: np.random.Generator) -> list[str]:
+    """Which task's loader feeds each step of an epoch of ``sum(sizes)`` steps.
+
+    ``round_robin`` takes tasks in turn until each runs out; ``proportional`` shuffles every
+    task's batches together; ``temperature`` draws with probability ``size ** (1 / T)``
+    (T=1 is proportional, large T is uniform), restarting a task's loader when it runs out.
+    """
+    tasks = list(sizes)
+    if sampling in ("joint", "round_robin"):
+        rounds = [[t for t in tasks if sizes[t] > r] for r in range(max(sizes.values()))]
+        return [t for round_ in rounds for t in round_]
+    if sampling == "proportional":
+        return [tasks[i] for i in rng.permutation(np.repeat(np.arange(len(tasks)), [sizes[t] for t in tasks]))]
+    p = np.array([sizes[t] for t in tasks], dtype=float) ** (1 / temperature)
+    return [tasks[i] for i in rng.choice(len(tasks), size=sum(sizes.values()), p=p / p.sum())]
+
+
+def endless(loader: DataLoader) -> Iterator[dict]:
+    while True:
+        yield from loader
+
+
+def compute_losses(logits: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-task masked loss for the tasks that have at least one label in this batch."""
+    losses = {}
+    for task, task_logits in logits.items():
+        if f"labels_{task}" in batch:
+            loss = masked_cross_entropy(task_logits, batch[f"labels_{task}"])
+            if loss is not None:
+                losses[task] = loss
+    return losses
+
+
+@torch.no_grad()
+def evaluate_loader(model, loader: DataLoader, tasks: dict[str, list[str]], accelerator: Accelerator) -> dict:
+    """Loss, accuracy and macro-F1 per task over a whole split, each row counted once across processes."""
+    model.eval()
+    outputs: dict[str, list[torch.Tensor]] = {task: [] for task in tasks}
+    for batch in loader:
+        logits = model(**batch)
+        for task in tasks:
+            labels = batch[f"labels_{task}"]
+            row_loss = torch.nn.functional.cross_entropy(logits[task].float(), labels.clamp(min=0), reduction="none")
+            # gather_for_metrics drops the rows duplicated to even out the last batch across processes.
+            outputs[task].append(torch.stack([labels, logits[task].argmax(-1), row_loss], dim=1).cpu())
+            outputs[task][-1] = accelerator.gather_for_metrics(outputs[task][-1].to(accelerator.device)).cpu()
+    results = {}
+    for task, labels in tasks.items():
+        y_true, y_pred, row_loss = torch.cat(outputs[task]).T
+        has_label = y_true >= 0
+        metrics = task_metrics(y_true.long().tolist(), y_pred.long().tolist(), labels)
+        results[task] = {"loss": float(row_loss[has_label].mean()) if has_label.any() else float("nan"), **metrics}
+    return results
+
+
+def train(config: TrainConfig, accelerator: Accelerator | None = None) -> dict:
+    """Train, early-stop on mean validation macro-F1, test the best weights once, and save.
+
+    Writes ``metrics.csv`` (one row per epoch, split and task), ``test_metrics.json``,
+    ``model/`` and ``checkpoint.pt`` to ``config.output_dir``.
+
+    Returns:
+        The test metrics per task.
+    """
+    config.validate()
+    if accelerator is None:
+        precision = config.mixed_precision
+        if precision == "auto":
+            precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        accelerator = Accelerator(mixed_precision=precision)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint_path, metrics_path = out / CHECKPOINT_FILE, out / "metrics.csv"
+
+    # 1) data: the same seeded split in every process
+    splits = split_dataset(load_dataset(config.data, config.tasks), seed=config.seed)
+    splits["train"] = subsample(splits["train"], config.train_fraction, config.seed)
+
+    # 2) model, built after seeding so the seed also fixes the heads' initial weights
+    set_seed(config.seed)
+    model = build_model(config)
+    freeze(model, config.freeze)
+    if config.gradual_unfreeze:
+        if accelerator.num_processes > 1:
+            raise ValueError(
+                "gradual_unfreeze changes which parameters train mid-run, which DDP cannot follow; "
+                "run it in one process."
+            )
+        gradual_unfreeze(model, 0, every=config.gradual_unfreeze)
+    # a frozen encoder gives the same vector for a sentence every epoch: compute them once
+    cache = encoder_is_frozen(model) and not config.gradual_unfreeze
+    if cache:
+        model.encoder.to(accelerator.device)
+    train_loaders, val_loader = get_dataloaders(model, splits, config, cache=cache)
+    batch_samplers = {name: loader.batch_sampler for name, loader in train_loaders.items()}
+
+    # 3) loss weighting, optimizer and schedule
+    criterion = MultiTaskLoss(list(config.tasks), weighting=config.loss_weighting, weights=config.task_weights)
+    groups = layerwise_param_groups(model, config.lr, decay=config.layer_lr_decay, weight_decay=config.weight_decay)
+    head_params = {id(p) for p in model.heads.parameters()}
+    for group in groups:
+        if config.head_lr and all(id(p) in head_params for p in group["params"]):
+            group["lr"] = config.head_lr
+    if config.gradual_unfreeze == 0:  # frozen parameters need no optimizer state
+        groups = [g | {"params": [p for p in g["params"] if p.requires_grad]} for g in groups]
+        groups = [g for g in groups if g["params"]]
+    if criterion.log_vars is not None:
+        groups.append({"params": [criterion.log_vars], "lr": config.lr, "weight_decay": 0.0})
+    trains = bool(groups)
+    steps_per_epoch = sum(-(-len(b) // accelerator.num_processes) for b in batch_samplers.values())
+    optimizer = torch.optim.AdamW(groups) if trains else None
+    scheduler = (
+        get_linear_schedule_with_warmup(
+            optimizer, int(config.warmup_ratio * steps_per_epoch * config.epochs), steps_per_epoch * config.epochs
+        )
+        if trains
+        else None
+    )
+
+    # 4) one prepare call wraps model, optimizer and loaders for the device and the processes
+    names = list(train_loaders)
+    if trains:
+        model, optimizer, scheduler, val_loader, *loaders = accelerator.prepare(
+            model, optimizer, scheduler, val_loader, *train_loaders.values()
+        )
+    else:  # nothing trains (freeze="all"): there are no gradients to synchronise
+        model = model.to(accelerator.device)
+        val_loader, *loaders = accelerator.prepare(val_loader, *train_loaders.values())
+    train_loaders = dict(zip(names, loaders, strict=True))
+    raw_model = accelerator.unwrap_model(model)
+    criterion.to(accelerator.device)
+
+    # 5) resume: weights, optimizer, schedule and early-stopping state of the last finished epoch
+    start_epoch, best_score, best_state, bad_epochs = 0, -1.0, None, 0
+    if config.resume and checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        raw_model.load_state_dict(state["model"])
+        criterion.load_state_dict(state["criterion"])
+        if trains:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best_score, best_state, bad_epochs = (
+            state["epoch"] + 1,
+            state["best_score"],
+            state["best_model"],
+            state["bad_epochs"],
+        )
+        if accelerator.is_main_process:  # drop rows of an epoch that was cut short
+            kept = pd.read_csv(metrics_path)
+            kept[kept["epoch"] < start_epoch].to_csv(metrics_path, index=False)
+    elif accelerator.is_main_process:
+        pd.DataFrame(columns=METRICS_COLUMNS).to_csv(metrics_path, index=False)
+
+    for epoch in range(start_epoch, config.epochs):
+        if bad_epochs >= config.patience:
+            break
+        started = time.perf_counter()
+        # the epoch, not the run so far, fixes shuffling and dropout: a resumed run repeats an unbroken one
+        set_seed(config.seed + epoch)
+        for sampler in batch_samplers.values():
+            sampler.set_epoch(epoch)
+        if config.gradual_unfreeze:
+            gradual_unfreeze(raw_model, epoch, every=config.gradual_unfreeze)
+        model.train()
+        if encoder_is_frozen(raw_model):
+            raw_model.encoder.eval()  # a frozen encoder should not apply dropout either
+
+        # 6) the training epoch
+        sizes = {name: len(loader) for name, loader in train_loaders.items()}
+        schedule = task_schedule(
+            sizes, config.sampling, temperature=config.temperature, rng=np.random.default_rng([config.seed, epoch])
+        )
+        iterators = {name: endless(loader) for name, loader in train_loaders.items()}
+        loss_sum = torch.zeros(len(config.tasks), device=accelerator.device)
+        loss_count = torch.zeros(len(config.tasks), device=accelerator.device)
+        for name in tqdm(
+            schedule, desc=f"epoch {epoch}", disable=not (config.progress and accelerator.is_main_process)
+        ):
+            batch = next(iterators[name])
+            if not trains:
+                continue
+            losses = compute_losses(model(**batch), batch)
+            loss = criterion(losses)
+            accelerator.backward(loss)
+            if criterion.log_vars is not None:  # outside DDP: average its gradient across processes by hand
+                criterion.log_vars.grad = accelerator.reduce(criterion.log_vars.grad, reduction="mean")
+            if config.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            for i, task in enumerate(config.tasks):
+                if task in losses:
+                    loss_sum[i] += losses[task].detach()
+                    loss_count[i] += 1
+        loss_sum, loss_count = accelerator.reduce(loss_sum), accelerator.reduce(loss_count)
+
+        # 7) validation, one CSV row per split and task, flushed as written
+        val = evaluate_loader(model, val_loader, config.tasks, accelerator)
+        seconds = time.perf_counter() - started
+        lr = scheduler.get_last_lr()[0] if trains else 0.0
+        trainable = count_trainable(raw_model)
+        rows = [
+            [
+                epoch,
+                "train",
+                task,
+                float(loss_sum[i] / loss_count[i]) if loss_count[i] else float("nan"),
+                None,
+                None,
+                None,
+                lr,
+                seconds,
+                trainable,
+            ]
+            for i, task in enumerate(config.tasks)
+        ]
+        rows += [
+            [epoch, "validation", task, m["loss"], m["accuracy"], m["macro_f1"], m["n"], lr, seconds, trainable]
+            for task, m in val.items()
+        ]
+        if accelerator.is_main_process:
+            with open(metrics_path, "a", newline="") as f:
+                writer = csv.writer(f)
+                for row in rows:
+                    writer.writerow(row)
+                    f.flush()
+
+        # 8) early stopping on mean validation macro-F1, keeping the best weights
+        score = float(np.mean([m["macro_f1"] for m in val.values()]))
+        if score > best_score:
+            best_score, bad_epochs = score, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items()}
+        else:
+            bad_epochs += 1
+        if accelerator.is_main_process:
+            save_checkpoint(
+                checkpoint_path,
+                {
+                    "model": raw_model.state_dict(),
+                    "criterion": criterion.state_dict(),
+                    "optimizer": optimizer.state_dict() if trains else {},
+                    "scheduler": scheduler.state_dict() if trains else {},
+                    "epoch": epoch,
+                    "best_score": best_score,
+                    "best_model": best_state,
+                    "bad_epochs": bad_epochs,
+                },
+            )
+        accelerator.wait_for_everyone()
+
+    # 9) the test split, once, with the best weights
+    if best_state is not None:
+        raw_model.load_state_dict(best_state)
+    test = {}
+    if accelerator.is_main_process:
+        test = evaluate_frame(raw_model, splits["test"])
+        (out / "test_metrics.json").write_text(json.dumps(test, indent=2) + "\n")
+        raw_model.save(out / "model")
+        (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    accelerator.wait_for_everyone()
+    return test
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write to a temporary file, then rename: a run killed mid-write leaves the old checkpoint intact."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
