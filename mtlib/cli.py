@@ -50,7 +50,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
-    test = train(config)
+    _, test = train(config)
     print(json.dumps({task: {k: round(m[k], 4) for k in ("accuracy", "macro_f1")} for task, m in test.items()}))
     print(f"results in {config.output_dir}: metrics.csv, test_metrics.json, model/")
 

@@ -38,7 +38,7 @@ def load_dataset(source: str | Path | pd.DataFrame, tasks: dict[str, Sequence[st
         tasks: Allowed labels per task, e.g. ``{"topic": ["Sports", ...]}``.
 
     Returns:
-        A DataFrame with ``text`` and the task columns present; missing labels are ``None``.
+        A DataFrame with ``text`` and the task columns present; missing labels are NA.
 
     Raises:
         DataError: naming the file, the row (as a line number of the CSV) and the column.
@@ -62,7 +62,7 @@ def load_dataset(source: str | Path | pd.DataFrame, tasks: dict[str, Sequence[st
         allowed = list(tasks[task])
         frame[task] = frame[task].map(lambda v: v.strip() if isinstance(v, str) and v.strip() else None)
         for i, label in enumerate(frame[task]):
-            if label is not None and label not in allowed:
+            if pd.notna(label) and label not in allowed:
                 raise DataError(
                     f"{name}: row {i + first_row}, column {task!r}: unknown label {label!r}; allowed: {allowed}."
                 )

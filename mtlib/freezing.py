@@ -97,7 +97,7 @@ def layerwise_param_groups(
     for i, layer in enumerate(layers):
         depth_of |= {id(p): len(layers) - i for p in layer.parameters()}
     groups: dict[tuple[int, bool], list[nn.Parameter]] = {}
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         no_decay = param.ndim < 2  # biases and LayerNorm weights
         groups.setdefault((depth_of.get(id(param), 0), no_decay), []).append(param)
     return [

@@ -63,6 +63,7 @@ class TrainConfig:
     patience: int = 2  # stop after this many epochs without a better mean validation macro-F1
     seed: int = 0  # data split, initialisation, shuffling and dropout
     train_fraction: float = 1.0  # < 1: train on a seeded, stratified subset of the training split
+    cache_embeddings: bool = True  # with a frozen encoder, embed each sentence once and train the heads on that
     mixed_precision: str = "auto"  # auto: bf16 on a GPU that supports it, else fp32 | no | bf16 | fp16
     resume: bool = False  # continue from output_dir/checkpoint.pt
     progress: bool = True  # tqdm progress bars
@@ -177,14 +178,14 @@ def evaluate_loader(model, loader: DataLoader, tasks: dict[str, list[str]], acce
     return results
 
 
-def train(config: TrainConfig, accelerator: Accelerator | None = None) -> dict:
+def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[MultiTaskModel, dict]:
     """Train, early-stop on mean validation macro-F1, test the best weights once, and save.
 
     Writes ``metrics.csv`` (one row per epoch, split and task), ``test_metrics.json``,
     ``model/`` and ``checkpoint.pt`` to ``config.output_dir``.
 
     Returns:
-        The test metrics per task.
+        The model with the best weights, and its test metrics per task (empty outside the main process).
     """
     config.validate()
     if accelerator is None:
@@ -212,7 +213,7 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> dict:
             )
         gradual_unfreeze(model, 0, every=config.gradual_unfreeze)
     # a frozen encoder gives the same vector for a sentence every epoch: compute them once
-    cache = encoder_is_frozen(model) and not config.gradual_unfreeze
+    cache = config.cache_embeddings and encoder_is_frozen(model) and not config.gradual_unfreeze
     if cache:
         model.encoder.to(accelerator.device)
     train_loaders, val_loader = get_dataloaders(model, splits, config, cache=cache)
@@ -384,7 +385,7 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> dict:
         raw_model.save(out / "model")
         (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     accelerator.wait_for_everyone()
-    return test
+    return raw_model, test
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

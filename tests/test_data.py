@@ -1,0 +1,163 @@
+import collections
+import hashlib
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from mtlib.baselines import run_baselines
+from mtlib.data import (
+    Collator,
+    DataError,
+    LengthGroupedBatches,
+    SentenceDataset,
+    find_leaks,
+    load_dataset,
+    normalize_text,
+    split_dataset,
+)
+from mtlib.model import DEFAULT_TASKS
+
+DATA = "data/sentences.csv"
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return load_dataset(DATA, DEFAULT_TASKS)
+
+
+@pytest.fixture(scope="module")
+def splits(frame):
+    return split_dataset(frame, seed=0)
+
+
+def test_size_and_cells(frame):
+    assert len(frame) >= 3000
+    cells = frame.groupby(["topic", "sentiment"]).size()
+    assert len(cells) == 15
+    assert cells.min() >= 150
+    assert set(frame["topic"]) == set(DEFAULT_TASKS["topic"])
+    assert set(frame["sentiment"]) == set(DEFAULT_TASKS["sentiment"])
+
+
+def test_lengths_and_openings(frame):
+    words = frame["text"].str.split().str.len()
+    assert words.min() >= 3 and words.max() <= 50
+    openings = collections.Counter(" ".join(normalize_text(t).split()[:3]) for t in frame["text"])
+    assert openings.most_common(1)[0][1] <= 0.01 * len(frame)
+
+
+def test_no_duplicates_after_normalisation(frame):
+    assert frame["text"].map(normalize_text).is_unique
+
+
+def test_split_is_stratified_70_15_15(frame, splits):
+    assert sum(len(part) for part in splits.values()) == len(frame)
+    for (topic, sentiment), cell in frame.groupby(["topic", "sentiment"]):
+        n = len(cell)
+        for name, fraction in [("train", 0.70), ("validation", 0.15), ("test", 0.15)]:
+            part = splits[name]
+            count = ((part["topic"] == topic) & (part["sentiment"] == sentiment)).sum()
+            assert abs(count - fraction * n) <= 1, (topic, sentiment, name, count, n)
+
+
+def test_split_has_no_leaks(splits):
+    report = find_leaks(splits)
+    assert report.exact == []
+    assert report.near == []
+
+
+def test_leak_check_finds_planted_leaks():
+    splits = {
+        "train": pd.DataFrame({"text": ["Shares rose 3% on Monday after the results", "Hello there."]}),
+        "test": pd.DataFrame({"text": ["shares rose 3% on monday, after the results!",
+                                       "Shares rose 3% on Monday after the strong results"]}),
+    }
+    report = find_leaks(splits)
+    assert len(report.exact) == 1
+    assert any(j >= 0.8 for *_, j in report.near)
+
+
+SPLIT_HASH = (
+    "import hashlib; from mtlib.data import load_dataset, split_dataset; from mtlib.model import DEFAULT_TASKS; "
+    "s = split_dataset(load_dataset('data/sentences.csv', DEFAULT_TASKS), seed=7); "
+    "print(hashlib.sha256('|'.join(n + ':' + '\\n'.join(p['text']) for n, p in s.items()).encode()).hexdigest())"
+)
+
+
+def test_split_identical_in_two_processes(frame):
+    runs = [subprocess.run([sys.executable, "-c", SPLIT_HASH], capture_output=True, text=True, check=True).stdout
+            for _ in range(2)]
+    here = split_dataset(frame, seed=7)
+    expected = hashlib.sha256("|".join(n + ":" + "\n".join(p["text"]) for n, p in here.items()).encode()).hexdigest()
+    assert runs[0].strip() == runs[1].strip() == expected
+    assert not split_dataset(frame, seed=8)["test"]["text"].equals(here["test"]["text"])
+
+
+def test_data_is_not_trivial(splits):
+    # If TF-IDF + logistic regression reached 0.97 macro-F1 on both tasks, the sentences would be formulaic.
+    table = run_baselines(splits, DEFAULT_TASKS)
+    tfidf = table[table["baseline"] == "tfidf_logreg"].set_index("task")["macro_f1"]
+    assert tfidf.min() < 0.97
+
+
+def write(tmp_path, text: str | bytes, name="bad.csv"):
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("sentence,topic\nHello there,Sports\n", r"missing column 'text'"),
+        ("text,topic\nGoal in the last minute,Football\n", r"row 2, column 'topic': unknown label 'Football'; allowed"),
+        ("text,topic\nGoal!,Sports\n  ,Sports\n", r"row 3, column 'text': empty text"),
+        ("text,topic\nGoal!,Sports\nWhat a game,Sports\ngoal,Sports\n", r"row 4, column 'text': duplicate of row 2"),
+        (b"text,topic\nGoal!,Sports\nCaf\xe9 owner scores,Sports\n", r"row 3: bytes that are not UTF-8"),
+    ],
+)
+def test_malformed_csv_errors(tmp_path, content, message):
+    path = write(tmp_path, content)
+    with pytest.raises(DataError, match=message):
+        load_dataset(path, DEFAULT_TASKS)
+
+
+@pytest.mark.parametrize("content", ["sentence,topic\nHi,Sports\n", "text,topic\nGoal!,Sports\nGoal!,Sports\n",
+                                     b"text,topic\n\xff\xfe,Sports\n"])
+def test_malformed_csv_through_cli_is_one_line(tmp_path, content):
+    path = write(tmp_path, content)
+    result = subprocess.run([sys.executable, "-m", "mtlib", "baselines", "--data", str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert str(path) in result.stderr
+
+
+def test_empty_label_means_no_label(tmp_path, tokenizer):
+    path = write(tmp_path, "text,topic,sentiment\nThe match starts at 8pm,Sports,\nWhat a lovely film,,Positive\n")
+    frame = load_dataset(path, DEFAULT_TASKS)
+    assert frame["sentiment"].isna().tolist() == [True, False]
+    batch = Collator(tokenizer, 32)([*SentenceDataset(frame, DEFAULT_TASKS)])
+    assert batch["labels_sentiment"].tolist() == [-100, 2]
+    assert batch["labels_topic"].tolist() == [0, -100]
+    assert batch["input_ids"].shape[0] == 2
+
+
+def test_dynamic_padding(tokenizer):
+    frame = pd.DataFrame({"text": ["Short one.", "A rather longer sentence with many more words in it."],
+                          "topic": ["Sports", "Politics"]})
+    batch = Collator(tokenizer, 128)([*SentenceDataset(frame, DEFAULT_TASKS)])
+    assert batch["input_ids"].shape[1] == batch["attention_mask"].sum(1).max()
+
+
+def test_length_grouped_batches_cover_every_row_once():
+    lengths = [i % 17 for i in range(103)]
+    sampler = LengthGroupedBatches(lengths, 8, seed=1, pool_batches=3)
+    epoch0 = list(sampler)
+    assert sorted(i for b in epoch0 for i in b) == list(range(103))
+    assert list(sampler) == epoch0
+    sampler.set_epoch(1)
+    assert list(sampler) != epoch0
