@@ -1,0 +1,79 @@
+"""Figures used across the notebooks, drawn with seaborn on matplotlib. Each returns its Axes or Figure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+
+def similarity_heatmap(embeddings: np.ndarray, labels: Sequence[str], *, ax=None):
+    """Cosine similarity of every pair of sentences."""
+    x = np.asarray(embeddings, dtype=float)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    ax = ax or plt.subplots(figsize=(0.6 * len(labels) + 3, 0.5 * len(labels) + 2))[1]
+    sns.heatmap(x @ x.T, annot=True, fmt=".2f", cmap="viridis", vmin=-0.1, vmax=1, square=True,
+                xticklabels=labels, yticklabels=labels, cbar_kws={"label": "cosine similarity"}, ax=ax)
+    ax.tick_params(axis="x", rotation=90)
+    return ax
+
+
+def projection_scatter(points: np.ndarray, frame: pd.DataFrame, columns: Sequence[str] = ("topic", "sentiment")):
+    """A 2-D projection of sentence embeddings, one panel per label column."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(6 * len(columns), 5), squeeze=False)
+    for ax, column in zip(axes[0], columns, strict=True):
+        sns.scatterplot(x=points[:, 0], y=points[:, 1], hue=frame[column].to_numpy(), s=8, alpha=0.7,
+                        linewidth=0, ax=ax)
+        ax.set(title=f"coloured by {column}", xticks=[], yticks=[])
+        ax.legend(markerscale=2, fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(metrics: pd.DataFrame):
+    """Loss per split and validation macro-F1 per task, by epoch, from ``metrics.csv``."""
+    fig, (loss_ax, f1_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    sns.lineplot(data=metrics, x="epoch", y="loss", hue="task", style="split", marker="o", ax=loss_ax)
+    loss_ax.set(title="loss")
+    validation = metrics[metrics["split"] == "validation"]
+    sns.lineplot(data=validation, x="epoch", y="macro_f1", hue="task", marker="o", ax=f1_ax)
+    f1_ax.set(title="validation macro-F1")
+    for ax in (loss_ax, f1_ax):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrices(results: dict[str, dict], tasks: dict[str, Sequence[str]]):
+    """One confusion-matrix heatmap per task from ``test_metrics.json``-style results."""
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4.5), squeeze=False)
+    for ax, (task, metrics) in zip(axes[0], results.items(), strict=True):
+        sns.heatmap(np.array(metrics["confusion_matrix"]), annot=True, fmt="d", cmap="Blues", cbar=False,
+                    xticklabels=tasks[task], yticklabels=tasks[task], ax=ax)
+        ax.set(title=f"{task}: macro-F1 {metrics['macro_f1']:.3f}", xlabel="predicted", ylabel="true")
+    fig.tight_layout()
+    return fig
+
+
+def compare_bars(table: pd.DataFrame, *, x: str, metrics: Sequence[str], hue: str | None = None):
+    """One bar panel per metric column, e.g. trainable parameters, seconds per epoch and macro-F1."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        sns.barplot(data=table, x=x, y=metric, hue=hue, ax=ax)
+        ax.set(title=metric, xlabel="")
+        ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    return fig
+
+
+def learning_curve(table: pd.DataFrame, *, x: str = "train_fraction", y: str = "macro_f1", hue: str = "strategy",
+                   style: str | None = "task"):
+    """Score against training-set size, one line per strategy (log-scaled x)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sns.lineplot(data=table, x=x, y=y, hue=hue, style=style, marker="o", ax=ax)
+    ax.set(xscale="log", title=f"{y} by {x}")
+    fig.tight_layout()
+    return fig
