@@ -204,11 +204,14 @@ class SentenceDataset(Dataset):
 class Collator:
     """Tokenise a list of items, padding only to the longest sentence in the batch (dynamic padding).
 
-    Items with cached ``embedding`` vectors are stacked instead.
+    ``pad_to_max_length`` pads every batch to ``max_length`` instead, the common fixed-size
+    alternative, kept to measure what dynamic padding saves. Items with cached ``embedding``
+    vectors are stacked instead.
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int, *, pad_to_max_length: bool = False) -> None:
         self.tokenizer, self.max_length = tokenizer, max_length
+        self.padding = "max_length" if pad_to_max_length else True
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         if "embedding" in items[0]:

@@ -15,6 +15,21 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from mtlib.backbone import DEFAULT_BACKBONE, load_backbone, trained_max_length
 
 POOLING_MODES = ("mean", "cls", "max", "attention")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def default_device() -> torch.device:
+    """The first CUDA GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """``auto`` means bf16 autocast on a GPU that supports it and fp32 elsewhere."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not valid. Valid precisions are: {PRECISIONS}.")
+    if precision == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return precision == "bf16"
 
 
 class Pooling(nn.Module):
@@ -79,11 +94,17 @@ class SentenceEncoder(nn.Module):
         self.backbone = backbone
 
     @classmethod
-    def from_pretrained(cls, backbone: str = DEFAULT_BACKBONE, **kwargs) -> SentenceEncoder:
-        """Load a backbone by id, alias or folder; ``kwargs`` go to the constructor."""
+    def from_pretrained(
+        cls, backbone: str = DEFAULT_BACKBONE, *, device: str | torch.device | None = None, **kwargs
+    ) -> SentenceEncoder:
+        """Load a backbone by id, alias or folder onto ``device`` (default: a GPU if there is one).
+
+        Other ``kwargs`` go to the constructor.
+        """
         tokenizer, transformer = load_backbone(backbone)
-        kwargs.setdefault("max_length", trained_max_length(backbone))
-        return cls(transformer, tokenizer, backbone=backbone, **kwargs)
+        if kwargs.get("max_length") is None:
+            kwargs["max_length"] = trained_max_length(backbone)
+        return cls(transformer, tokenizer, backbone=backbone, **kwargs).to(device or default_device())
 
     @property
     def hidden_size(self) -> int:
@@ -118,6 +139,7 @@ class SentenceEncoder(nn.Module):
         batch_size: int = 64,
         normalize: bool | None = None,
         show_progress: bool | None = None,
+        precision: str = "auto",
     ) -> torch.Tensor:
         """Embed sentences in batches of similar length; rows come back in input order.
 
@@ -126,11 +148,14 @@ class SentenceEncoder(nn.Module):
             batch_size: Sentences per forward pass.
             normalize: L2-normalise the vectors; ``None`` keeps the encoder's setting.
             show_progress: Progress bar; ``None`` shows it for more than 1,000 sentences.
+            precision: ``fp32``, ``bf16`` (autocast; about 2x faster on CPUs with bf16 support), or
+                ``auto``: bf16 on a GPU that supports it, fp32 elsewhere.
 
         Returns:
             A float32 CPU tensor of shape ``(len(sentences), hidden_size)``.
         """
         check_sentences(sentences)
+        bf16 = use_bf16(precision, self.device)
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} should be a positive integer.")
         if not sentences:
@@ -144,7 +169,8 @@ class SentenceEncoder(nn.Module):
         for start in tqdm(range(0, len(order), batch_size), disable=not show, desc="encode"):
             batch = self.tokenize([sentences[i] for i in order[start : start + batch_size]])
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            chunks.append(self.pool(batch["input_ids"], batch["attention_mask"]).float().cpu())
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                chunks.append(self.pool(batch["input_ids"], batch["attention_mask"]).float().cpu())
         self.train(was_training)
         embeddings = torch.empty(len(sentences), self.hidden_size)
         embeddings[order] = torch.cat(chunks)

@@ -17,7 +17,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from mtlib.backbone import DEFAULT_BACKBONE, sha256_of
-from mtlib.encoder import SentenceEncoder
+from mtlib.encoder import SentenceEncoder, default_device
 
 DEFAULT_TASKS = {
     "topic": ["Sports", "Business", "Entertainment", "Technology", "Politics"],
@@ -87,10 +87,11 @@ class MultiTaskModel(nn.Module):
         head: str = "linear",
         dropout: float = 0.1,
         max_length: int | None = None,
+        device: str | torch.device | None = None,
     ) -> MultiTaskModel:
-        """A new model on a pretrained backbone, heads freshly initialised."""
-        encoder = SentenceEncoder.from_pretrained(backbone, pooling=pooling, max_length=max_length)
-        return cls(encoder, tasks, head=head, dropout=dropout)
+        """A new model on a pretrained backbone, heads freshly initialised, on ``device`` (default: GPU if any)."""
+        encoder = SentenceEncoder.from_pretrained(backbone, pooling=pooling, max_length=max_length, device=device)
+        return cls(encoder, tasks, head=head, dropout=dropout).to(encoder.device)
 
     def forward(
         self,
@@ -173,8 +174,9 @@ class MultiTaskModel(nn.Module):
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> MultiTaskModel:
-        """Rebuild a saved model offline; no pickle is read, and the weights' hash is checked."""
+    def load(cls, folder: str | Path, *, device: str | torch.device | None = None) -> MultiTaskModel:
+        """Rebuild a saved model offline onto ``device`` (default: GPU if any); no pickle is read,
+        and the weights' hash is checked."""
         folder = Path(folder)
         if not (folder / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{folder} has no {CONFIG_FILE}: pass the folder written by MultiTaskModel.save.")
@@ -200,4 +202,4 @@ class MultiTaskModel(nn.Module):
         )
         model = cls(encoder, config["tasks"], head=config["head"], dropout=config["dropout"])
         model.load_state_dict(state)
-        return model.eval()
+        return model.to(device or default_device()).eval()

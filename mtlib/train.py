@@ -46,6 +46,7 @@ class TrainConfig:
     head: str = "linear"  # linear (dropout + linear) | mlp (one hidden layer)
     dropout: float = 0.1  # dropout before each head layer
     max_length: int | None = None  # tokens per sentence; None: what the backbone was trained with
+    pad_to_max_length: bool = False  # pad every batch to max_length instead of its longest sentence (slower)
     freeze: str = "none"  # none | all | backbone | head:<task> | layers:<k>
     gradual_unfreeze: int = 0  # > 0: unfreeze one more layer from the top every this many epochs (ULMFiT)
     layer_lr_decay: float = 1.0  # < 1: each lower layer's learning rate is multiplied by this once more
@@ -107,7 +108,7 @@ def get_dataloaders(
 
     With ``cache``, the frozen encoder embeds every sentence once and the loaders carry vectors.
     """
-    collate = Collator(model.encoder.tokenizer, model.encoder.max_length)
+    collate = Collator(model.encoder.tokenizer, model.encoder.max_length, pad_to_max_length=config.pad_to_max_length)
     embed = (lambda f: model.encoder.encode(f["text"].tolist(), batch_size=128)) if cache else (lambda f: None)
     train = splits["train"]
     if config.sampling == "joint":
@@ -203,7 +204,7 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
 
     # 2) model, built after seeding so the seed also fixes the heads' initial weights
     set_seed(config.seed)
-    model = build_model(config)
+    model = build_model(config, accelerator.device)
     freeze(model, config.freeze)
     if config.gradual_unfreeze:
         if accelerator.num_processes > 1:
@@ -214,8 +215,6 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
         gradual_unfreeze(model, 0, every=config.gradual_unfreeze)
     # a frozen encoder gives the same vector for a sentence every epoch: compute them once
     cache = config.cache_embeddings and encoder_is_frozen(model) and not config.gradual_unfreeze
-    if cache:
-        model.encoder.to(accelerator.device)
     train_loaders, val_loader = get_dataloaders(model, splits, config, cache=cache)
     batch_samplers = {name: loader.batch_sampler for name, loader in train_loaders.items()}
 
