@@ -81,7 +81,7 @@ class TrainConfig:
             raise ValueError(f"lr={self.lr} should be positive.")
 
 
-def build_model(config: TrainConfig) -> MultiTaskModel:
+def build_model(config: TrainConfig, device: torch.device | str | None = None) -> MultiTaskModel:
     return MultiTaskModel.from_pretrained(
         config.backbone,
         config.tasks,
@@ -89,6 +89,7 @@ def build_model(config: TrainConfig) -> MultiTaskModel:
         head=config.head,
         dropout=config.dropout,
         max_length=config.max_length,
+        device=device,
     )
 
 
