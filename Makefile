@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 RUN_DIR := runs/default
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: setup run test lint notebooks lab clean
+.PHONY: setup run test lint notebooks bench lab clean
 
 # (Re)create the virtual environment whenever the pins or the package metadata change.
 $(STAMP): requirements.txt pyproject.toml
@@ -34,6 +34,11 @@ test: lint
 notebooks: setup
 	cd notebooks && MTLIB_QUIET=1 ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 		--ExecutePreprocessor.timeout=1800 $(notdir $(NOTEBOOKS))
+
+# Speed and memory against the reference implementations; tables printed, JSON in benchmarks/results/.
+bench: setup
+	$(BIN)/python benchmarks/bench_encode.py
+	$(BIN)/python benchmarks/bench_train.py
 
 lab: setup
 	$(BIN)/jupyter lab notebooks

@@ -1,0 +1,61 @@
+"""Training speed: dynamic padding with length-grouped batches against fixed padding to 128 tokens, at the
+validation macro-F1 each reaches; and a frozen-backbone epoch with the embedding cache against one without.
+
+    python benchmarks/bench_train.py [--train-fraction 0.3] [--epochs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import pandas as pd
+from common import peak_rss_mb, save
+
+from mtlib.train import TrainConfig, train
+
+
+def run(name: str, out: str, **settings) -> dict:
+    config = TrainConfig(output_dir=f"{out}/{name}", progress=False, **settings)
+    started = time.perf_counter()
+    train(config)
+    total = time.perf_counter() - started
+    log = pd.read_csv(f"{out}/{name}/metrics.csv")
+    validation = log[log["split"] == "validation"]
+    last = validation[validation["epoch"] == validation["epoch"].max()]
+    seconds = log.groupby("epoch")["seconds"].first()
+    rows = round(2450 * settings.get("train_fraction", 1.0))
+    return {"run": name, "seconds_per_epoch": float(seconds.mean()), "sentences_per_s": rows / float(seconds.mean()),
+            "total_seconds": total, **{f"val_macro_f1_{t}": float(f) for t, f in zip(last["task"], last["macro_f1"],
+                                                                                       strict=True)}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-fraction", type=float, default=0.3)
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+    common = {"train_fraction": args.train_fraction, "epochs": args.epochs}
+    with tempfile.TemporaryDirectory() as out:
+        rows = [
+            run("full fine-tuning, dynamic padding", out, **common),
+            run("full fine-tuning, fixed 128 padding", out, max_length=128, pad_to_max_length=True, **common),
+            run("frozen backbone, embedding cache", out, freeze="backbone", head_lr=1e-3, **common),
+            run("frozen backbone, no cache", out, freeze="backbone", head_lr=1e-3, cache_embeddings=False, **common),
+        ]
+    table = pd.DataFrame(rows)
+    epoch = table.set_index("run")["seconds_per_epoch"]
+    dynamic, fixed = epoch["full fine-tuning, dynamic padding"], epoch["full fine-tuning, fixed 128 padding"]
+    cached, uncached = epoch["frozen backbone, embedding cache"], epoch["frozen backbone, no cache"]
+    ratios = {"fixed_over_dynamic": fixed / dynamic, "full_over_cached_frozen": dynamic / cached,
+              "uncached_over_cached_frozen": uncached / cached}
+    print(table.round(3).to_string(index=False))
+    print(pd.Series(ratios).round(2).to_string())
+    print(f"peak RSS: {peak_rss_mb():.0f} MB")
+    path = save("train", {"settings": common, "runs": rows, "ratios": ratios, "peak_rss_mb": peak_rss_mb()})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
