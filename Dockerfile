@@ -4,9 +4,9 @@
 #   docker run --rm mtlib make test
 FROM python:3.11-slim
 
-# Where pip finds torch: wheels put in ./wheels first (see wheels/README.md), then this index
-# (CPU builds by default; e.g. https://download.pytorch.org/whl/cu128 for CUDA), then PyPI.
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# Where pip finds torch: wheels put in ./wheels first (see wheels/README.md), then this extra index
+# (CPU builds by default; https://download.pytorch.org/whl/cu128 for CUDA; empty for PyPI alone).
+ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -22,7 +22,7 @@ WORKDIR /app
 COPY requirements.txt ./
 COPY wheels/ /tmp/wheels/
 RUN python -m venv .venv \
-    && .venv/bin/pip install --find-links /tmp/wheels --extra-index-url "${TORCH_INDEX_URL}" -r requirements.txt \
+    && .venv/bin/pip install --find-links /tmp/wheels -r requirements.txt \
     && rm -rf /tmp/wheels
 
 COPY . .

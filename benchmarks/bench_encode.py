@@ -9,6 +9,7 @@ sentence length, and bf16 autocast against fp32 with the cosine similarity of th
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 import pandas as pd
 import torch
@@ -36,41 +37,50 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--data", default="data/sentences.csv")
+    parser.add_argument("--model", default="minilm", help="backbone alias, id or folder")
     args = parser.parse_args()
 
     texts = pd.read_csv(args.data)["text"].tolist()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    ours = SentenceEncoder.from_pretrained("minilm", device=device)
-    reference = SentenceTransformer(resolve_backbone("minilm"), device=device)
+    ours = SentenceEncoder.from_pretrained(args.model, device=device)
+    reference = SentenceTransformer(resolve_backbone(args.model), device=device)
+    reference.max_seq_length = ours.max_length
     sets = {"shipped data": texts, "long sentences": long_sentences(texts, 300)}
 
+    def embed(sentences: list[str], precision: str = "fp32") -> torch.Tensor:
+        return ours.encode(sentences, batch_size=args.batch_size, precision=precision, show_progress=False)
+
+    # On a GPU, "auto" is mtlib's default there (bf16 autocast); sentence-transformers' default is fp32.
+    contenders = {"mtlib_fp32": partial(embed, precision="fp32"),
+                  "sentence_transformers": partial(reference.encode, batch_size=args.batch_size)}
+    if device == "cuda":
+        contenders["mtlib_auto"] = partial(embed, precision="auto")
     rows = []
     for name, sentences in sets.items():
-        run_ours = lambda s=sentences: ours.encode(s, batch_size=args.batch_size, precision="fp32")  # noqa: E731
-        run_ref = lambda s=sentences: reference.encode(s, batch_size=args.batch_size)  # noqa: E731
-        run_ours(), run_ref()  # warm-up
-        t_ours, t_ref = [], []
-        for _ in range(args.repeats):  # alternate so both see the same machine load
-            t_ours.append(best_of(run_ours, 1))
-            t_ref.append(best_of(run_ref, 1))
-        rows.append({"sentences": name, "n": len(sentences), "mtlib_per_s": len(sentences) / min(t_ours),
-                     "sentence_transformers_per_s": len(sentences) / min(t_ref)})
+        seconds = {contender: [] for contender in contenders}
+        for run in contenders.values():
+            run(sentences)  # warm-up
+        for _ in range(args.repeats):  # alternate so every contender sees the same machine load
+            for contender, run in contenders.items():
+                seconds[contender].append(best_of(partial(run, sentences), 1))
+        rows.append({"sentences": name, "n": len(sentences),
+                     **{f"{c}_per_s": len(sentences) / min(t) for c, t in seconds.items()}})
     table = pd.DataFrame(rows)
-    table["ratio"] = table["mtlib_per_s"] / table["sentence_transformers_per_s"]
+    for contender in contenders:
+        if contender.startswith("mtlib"):
+            table[f"{contender}_ratio"] = table[f"{contender}_per_s"] / table["sentence_transformers_per_s"]
 
-    fp32 = ours.encode(texts[:1000], batch_size=args.batch_size, precision="fp32")
-    bf16 = ours.encode(texts[:1000], batch_size=args.batch_size, precision="bf16")
+    fp32, bf16 = embed(texts[:1000]), embed(texts[:1000], "bf16")
     cosine = torch.nn.functional.cosine_similarity(fp32, bf16).min().item()
-    t32 = best_of(lambda: ours.encode(texts, batch_size=args.batch_size, precision="fp32"), args.repeats)
-    t16 = best_of(lambda: ours.encode(texts, batch_size=args.batch_size, precision="bf16"), args.repeats)
+    t32 = best_of(lambda: embed(texts), args.repeats)
+    t16 = best_of(lambda: embed(texts, "bf16"), args.repeats)
     precision = {"fp32_per_s": len(texts) / t32, "bf16_per_s": len(texts) / t16, "bf16_speedup": t32 / t16,
                  "min_cosine_bf16_vs_fp32": cosine}
 
     by_length = []
     for tokens in (16, 32, 64, 128):
         sentences = sentences_of_tokens(ours.tokenizer, texts, tokens, 512)
-        seconds = best_of(lambda s=sentences: ours.encode(s, batch_size=args.batch_size, precision="fp32"),
-                          args.repeats)
+        seconds = best_of(partial(embed, sentences), args.repeats)
         by_length.append({"tokens": tokens, "sentences_per_s": 512 / seconds, "tokens_per_s": 512 * tokens / seconds})
 
     print(table.round(2).to_string(index=False))

@@ -162,21 +162,34 @@ class SentenceEncoder(nn.Module):
             return torch.empty(0, self.hidden_size)
         was_training = self.training
         self.eval()
-        # Sorting by length puts sentences of similar length together, so batches carry little padding.
-        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+        # One tokenizer call for all sentences (the fast tokenizer spreads it over threads), then
+        # sorting by token count so each batch is padded only to its own longest sentence.
+        token_ids = self.tokenizer(list(sentences), truncation=True, max_length=self.max_length)["input_ids"]
+        order = sorted(range(len(sentences)), key=lambda i: len(token_ids[i]))
         show = len(sentences) > 1000 if show_progress is None else show_progress
         chunks = []
         for start in tqdm(range(0, len(order), batch_size), disable=not show, desc="encode"):
-            batch = self.tokenize([sentences[i] for i in order[start : start + batch_size]])
-            batch = {k: v.to(self.device) for k, v in batch.items()}
+            input_ids, attention_mask = self._pad([token_ids[i] for i in order[start : start + batch_size]])
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-                chunks.append(self.pool(batch["input_ids"], batch["attention_mask"]).float().cpu())
+                # results stay on the device until the end: no synchronisation per batch on a GPU
+                chunks.append(self.pool(input_ids, attention_mask).float())
         self.train(was_training)
         embeddings = torch.empty(len(sentences), self.hidden_size)
-        embeddings[order] = torch.cat(chunks)
+        embeddings[order] = torch.cat(chunks).cpu()
         if self.normalize if normalize is None else normalize:
             embeddings = nn.functional.normalize(embeddings, p=2, dim=-1)
         return embeddings
+
+
+    def _pad(self, token_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-pad token id lists into ``(B, T)`` ids and attention mask on the encoder's device."""
+        width = max(len(ids) for ids in token_ids)
+        input_ids = torch.full((len(token_ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
+        for row, ids in enumerate(token_ids):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention_mask[row, : len(ids)] = 1
+        return input_ids.to(self.device, non_blocking=True), attention_mask.to(self.device, non_blocking=True)
 
 
 def check_sentences(sentences: Sequence[str]) -> None:

@@ -110,7 +110,11 @@ def get_dataloaders(
     With ``cache``, the frozen encoder embeds every sentence once and the loaders carry vectors.
     """
     collate = Collator(model.encoder.tokenizer, model.encoder.max_length, pad_to_max_length=config.pad_to_max_length)
-    embed = (lambda f: model.encoder.encode(f["text"].tolist(), batch_size=128)) if cache else (lambda f: None)
+    def embed(frame: pd.DataFrame) -> torch.Tensor | None:
+        if not cache:
+            return None
+        return model.encoder.encode(frame["text"].tolist(), batch_size=128, show_progress=config.progress)
+
     train = splits["train"]
     if config.sampling == "joint":
         per_task = {"joint": train}
