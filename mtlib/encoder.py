@@ -99,12 +99,12 @@ class SentenceEncoder(nn.Module):
     ) -> SentenceEncoder:
         """Load a backbone by id, alias or folder onto ``device`` (default: a GPU if there is one).
 
-        Other ``kwargs`` go to the constructor.
+        Other ``kwargs`` go to the constructor. Like ``transformers``, it returns the module in eval mode.
         """
         tokenizer, transformer = load_backbone(backbone)
         if kwargs.get("max_length") is None:
             kwargs["max_length"] = trained_max_length(backbone)
-        return cls(transformer, tokenizer, backbone=backbone, **kwargs).to(device or default_device())
+        return cls(transformer, tokenizer, backbone=backbone, **kwargs).to(device or default_device()).eval()
 
     @property
     def hidden_size(self) -> int:

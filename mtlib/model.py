@@ -89,9 +89,10 @@ class MultiTaskModel(nn.Module):
         max_length: int | None = None,
         device: str | torch.device | None = None,
     ) -> MultiTaskModel:
-        """A new model on a pretrained backbone, heads freshly initialised, on ``device`` (default: GPU if any)."""
+        """A new model on a pretrained backbone, heads freshly initialised, on ``device`` (default: GPU if any),
+        in eval mode; the training loop switches it to training mode."""
         encoder = SentenceEncoder.from_pretrained(backbone, pooling=pooling, max_length=max_length, device=device)
-        return cls(encoder, tasks, head=head, dropout=dropout).to(encoder.device)
+        return cls(encoder, tasks, head=head, dropout=dropout).to(encoder.device).eval()
 
     def forward(
         self,
