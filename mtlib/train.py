@@ -236,7 +236,8 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
     if criterion.log_vars is not None:
         groups.append({"params": [criterion.log_vars], "lr": config.lr, "weight_decay": 0.0})
     trains = bool(groups)
-    steps_per_epoch = sum(-(-len(b) // accelerator.num_processes) for b in batch_samplers.values())
+    # counted before sharding: Accelerate steps a prepared scheduler once per process at every step
+    steps_per_epoch = sum(len(b) for b in batch_samplers.values())
     optimizer = torch.optim.AdamW(groups) if trains else None
     scheduler = (
         get_linear_schedule_with_warmup(
@@ -311,11 +312,11 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
             losses = compute_losses(model(**batch), batch)
             loss = criterion(losses)
             accelerator.backward(loss)
-            if criterion.log_vars is not None:  # outside DDP: average its gradient across processes by hand
+            if criterion.log_vars is not None and criterion.log_vars.grad is not None:
+                # the loss weights live outside DDP: average their gradient across processes by hand
                 criterion.log_vars.grad = accelerator.reduce(criterion.log_vars.grad, reduction="mean")
             if config.max_grad_norm:
                 accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -328,7 +329,7 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
         # 7) validation, one CSV row per split and task, flushed as written
         val = evaluate_loader(model, val_loader, config.tasks, accelerator)
         seconds = time.perf_counter() - started
-        lr = scheduler.get_last_lr()[0] if trains else 0.0
+        lr = max(scheduler.get_last_lr()) if trains else 0.0  # the heads' rate when layer rates differ
         trainable = count_trainable(raw_model)
         rows = [
             [
