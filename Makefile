@@ -32,7 +32,7 @@ test: lint
 
 # Re-execute every notebook in place from a clean kernel, storing the outputs readers see.
 notebooks: setup
-	cd notebooks && MTLIB_QUIET=1 ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	cd notebooks && ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 		--ExecutePreprocessor.timeout=1800 $(notdir $(NOTEBOOKS))
 
 # Speed and memory against the reference implementations; tables printed, JSON in benchmarks/results/.
