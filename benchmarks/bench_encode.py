@@ -70,12 +70,13 @@ def main() -> None:
         if contender.startswith("mtlib"):
             table[f"{contender}_ratio"] = table[f"{contender}_per_s"] / table["sentence_transformers_per_s"]
 
-    fp32, bf16 = embed(texts[:1000]), embed(texts[:1000], "bf16")
-    cosine = torch.nn.functional.cosine_similarity(fp32, bf16).min().item()
-    t32 = best_of(lambda: embed(texts), args.repeats)
-    t16 = best_of(lambda: embed(texts, "bf16"), args.repeats)
-    precision = {"fp32_per_s": len(texts) / t32, "bf16_per_s": len(texts) / t16, "bf16_speedup": t32 / t16,
-                 "min_cosine_bf16_vs_fp32": cosine}
+    precision = []
+    for name, sentences in sets.items():
+        cosine = torch.nn.functional.cosine_similarity(embed(sentences), embed(sentences, "bf16")).min().item()
+        t32 = best_of(partial(embed, sentences), args.repeats)
+        t16 = best_of(partial(embed, sentences, "bf16"), args.repeats)
+        precision.append({"sentences": name, "fp32_per_s": len(sentences) / t32, "bf16_per_s": len(sentences) / t16,
+                          "bf16_speedup": t32 / t16, "min_cosine_bf16_vs_fp32": cosine})
 
     by_length = []
     for tokens in (16, 32, 64, 128):
@@ -84,7 +85,7 @@ def main() -> None:
         by_length.append({"tokens": tokens, "sentences_per_s": 512 / seconds, "tokens_per_s": 512 * tokens / seconds})
 
     print(table.round(2).to_string(index=False))
-    print(pd.Series(precision).round(4).to_string())
+    print(pd.DataFrame(precision).round(4).to_string(index=False))
     print(pd.DataFrame(by_length).round(1).to_string(index=False))
     print(f"peak RSS: {peak_rss_mb():.0f} MB")
     path = save("encode", {"batch_size": args.batch_size, "repeats": args.repeats, "throughput": rows,

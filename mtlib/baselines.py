@@ -33,8 +33,8 @@ def run_baselines(
     features = {"majority": (train["text"], test["text"]), "tfidf_logreg": (train["text"], test["text"])}
     if encoder is not None:
         features["embedding_logreg"] = (
-            encoder.encode(train["text"].tolist()).numpy(),
-            encoder.encode(test["text"].tolist()).numpy(),
+            encoder.encode(train["text"].tolist(), show_progress=False).numpy(),
+            encoder.encode(test["text"].tolist(), show_progress=False).numpy(),
         )
     rows = []
     for name, (x_train, x_test) in features.items():

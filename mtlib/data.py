@@ -219,7 +219,7 @@ class Collator:
         else:
             tokens = self.tokenizer(
                 [item["text"] for item in items],
-                padding=True,
+                padding=self.padding,
                 truncation=True,
                 max_length=self.max_length,
                 return_tensors="pt",

@@ -5,6 +5,7 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
 
 from mtlib.baselines import run_baselines
 from mtlib.data import (
@@ -146,11 +147,15 @@ def test_empty_label_means_no_label(tmp_path, tokenizer):
     assert batch["input_ids"].shape[0] == 2
 
 
-def test_dynamic_padding(tokenizer):
+def test_dynamic_and_fixed_padding(tokenizer):
     frame = pd.DataFrame({"text": ["Short one.", "A rather longer sentence with many more words in it."],
                           "topic": ["Sports", "Politics"]})
-    batch = Collator(tokenizer, 128)([*SentenceDataset(frame, DEFAULT_TASKS)])
-    assert batch["input_ids"].shape[1] == batch["attention_mask"].sum(1).max()
+    items = [*SentenceDataset(frame, DEFAULT_TASKS)]
+    batch = Collator(tokenizer, 128)(items)
+    assert batch["input_ids"].shape[1] == batch["attention_mask"].sum(1).max() < 128
+    fixed = Collator(tokenizer, 128, pad_to_max_length=True)(items)
+    assert fixed["input_ids"].shape == (2, 128)
+    assert torch.equal(fixed["attention_mask"].sum(1), batch["attention_mask"].sum(1))
 
 
 def test_length_grouped_batches_cover_every_row_once():
