@@ -13,7 +13,14 @@ import time
 import pandas as pd
 from common import peak_rss_mb, save
 
-from mtlib.train import TrainConfig, train
+from mtlib.data import load_dataset, split_dataset
+from mtlib.train import TrainConfig, subsample, train
+
+
+def training_rows(config: TrainConfig) -> int:
+    """Sentences in one training epoch: the same split and subsample that ``train`` makes."""
+    splits = split_dataset(load_dataset(config.data, config.tasks), seed=config.seed)
+    return len(subsample(splits["train"], config.train_fraction, config.seed))
 
 
 def run(name: str, out: str, **settings) -> dict:
@@ -26,7 +33,7 @@ def run(name: str, out: str, **settings) -> dict:
     last = validation[validation["epoch"] == validation["epoch"].max()]
     seconds = log.groupby("epoch")["seconds"].first()
     seconds = seconds.iloc[1:] if len(seconds) > 1 else seconds  # the first epoch also pays for warm-up
-    rows = round(2450 * settings.get("train_fraction", 1.0))
+    rows = training_rows(config)
     return {"run": name, "seconds_per_epoch": float(seconds.mean()), "sentences_per_s": rows / float(seconds.mean()),
             "total_seconds": total, **{f"val_macro_f1_{t}": float(f) for t, f in zip(last["task"], last["macro_f1"],
                                                                                        strict=True)}}
