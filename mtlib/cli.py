@@ -56,12 +56,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from mtlib.data import load_dataset
+    from mtlib.data import load_dataset, load_half
     from mtlib.evaluate import evaluate_frame
     from mtlib.model import MultiTaskModel
 
     model = MultiTaskModel.load(args.model)
-    results = evaluate_frame(model, load_dataset(args.data, model.tasks), batch_size=args.batch_size)
+    frame = load_half(args.data, model.tasks, args.split) if args.split else load_dataset(args.data, model.tasks)
+    results = evaluate_frame(model, frame, batch_size=args.batch_size)
     text = json.dumps(results, indent=2)
     if args.output:
         Path(args.output).write_text(text + "\n")
@@ -78,13 +79,20 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_baselines(args: argparse.Namespace) -> None:
+    import pandas as pd
+
     from mtlib.baselines import run_baselines
-    from mtlib.data import load_dataset, split_dataset
+    from mtlib.data import load_dataset, load_half, split_dataset
     from mtlib.encoder import SentenceEncoder
     from mtlib.model import DEFAULT_TASKS
 
     splits = split_dataset(load_dataset(args.data, DEFAULT_TASKS), seed=args.seed)
-    table = run_baselines(splits, DEFAULT_TASKS, encoder=SentenceEncoder.from_pretrained(args.model))
+    encoder = SentenceEncoder.from_pretrained(args.model)
+    tables = {"test": run_baselines(splits, DEFAULT_TASKS, encoder=encoder)}
+    if args.out_of_style:
+        other = {"train": splits["train"], "test": load_half(args.out_of_style, DEFAULT_TASKS, "test")}
+        tables["out-of-style test"] = run_baselines(other, DEFAULT_TASKS, encoder=encoder)
+    table = pd.concat(tables, names=["scored on"]).reset_index(level=0)
     if args.output:
         table.to_csv(args.output, index=False)
     print(table.round(4).to_string(index=False))
@@ -111,7 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--head", choices=("linear", "mlp"))
     train.add_argument("--freeze", help="none | all | backbone | head:<task> | layers:<k>")
     train.add_argument("--gradual-unfreeze", type=int, help="unfreeze one more layer every N epochs")
-    train.add_argument("--layer-lr-decay", type=float)
+    train.add_argument("--layer-lr-decay", type=float, help="< 1: each lower layer's learning rate times this")
+    train.add_argument(
+        "--linear-probe", action="store_true", default=None, help="fit the heads on the frozen encoder first (LP-FT)"
+    )
+    train.add_argument(
+        "--wise-alpha", type=float, help="< 1: interpolate the trained encoder towards the pretrained one (WiSE-FT)"
+    )
+    train.add_argument("--head-lr", type=float, help="learning rate of the heads (default: --lr)")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
@@ -125,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score a saved model on a labelled CSV")
     evaluate.add_argument("--model", required=True)
     evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--split", help="score only the rows whose split column has this value (dev or test)")
     evaluate.add_argument("--output")
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.set_defaults(run=cmd_evaluate)
@@ -140,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     baselines.add_argument("--data", required=True)
     baselines.add_argument("--model", default=DEFAULT_BACKBONE, help="backbone for the embedding baseline")
     baselines.add_argument("--seed", type=int, default=0)
+    baselines.add_argument("--out-of-style", help="also score on the test half of this file (data/out_of_style.csv)")
     baselines.add_argument("--output", help="save the table as CSV")
     baselines.set_defaults(run=cmd_baselines)
     return parser

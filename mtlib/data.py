@@ -23,6 +23,7 @@ from transformers import PreTrainedTokenizerBase
 IGNORE_INDEX = -100  # label id of a missing label; cross_entropy skips it
 SPLITS = ("train", "validation", "test")
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
+OUT_OF_STYLE_HALVES = ("dev", "test")  # the split column of data/out_of_style.csv
 
 
 class DataError(ValueError):
@@ -75,6 +76,21 @@ def load_dataset(source: str | Path | pd.DataFrame, tasks: dict[str, Sequence[st
             )
         seen[key] = i
     return frame
+
+
+def load_half(source: str | Path, tasks: dict[str, Sequence[str]], half: str) -> pd.DataFrame:
+    """The rows of a file whose ``split`` column equals ``half``, validated like :func:`load_dataset`.
+
+    ``data/out_of_style.csv`` is never trained on: its ``dev`` half chooses between recipes, its
+    ``test`` half is reported.
+    """
+    frame = load_dataset(source, tasks)
+    halves = _read_csv(Path(source)).get("split")
+    if halves is None:
+        raise DataError(f"{source}: no 'split' column to choose rows by (data/out_of_style.csv has one).")
+    if half not in set(halves):
+        raise DataError(f"{source}: no rows with split={half!r}; values found: {sorted(set(halves))}.")
+    return frame[(halves == half).to_numpy()].reset_index(drop=True)
 
 
 def _read_csv(path: Path) -> pd.DataFrame:

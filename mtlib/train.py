@@ -30,6 +30,7 @@ from mtlib.evaluate import evaluate_frame, task_metrics
 from mtlib.freezing import count_trainable, encoder_is_frozen, freeze, gradual_unfreeze, layerwise_param_groups
 from mtlib.losses import MultiTaskLoss, masked_cross_entropy
 from mtlib.model import DEFAULT_TASKS, MultiTaskModel
+from mtlib.transfer import encoder_state, fit_linear_probe, interpolate_encoder
 
 SAMPLINGS = ("joint", "round_robin", "proportional", "temperature")
 METRICS_COLUMNS = ["epoch", "split", "task", "loss", "accuracy", "macro_f1", "n", "lr", "seconds", "trainable_params"]
@@ -50,6 +51,8 @@ class TrainConfig:
     freeze: str = "none"  # none | all | backbone | head:<task> | layers:<k>
     gradual_unfreeze: int = 0  # > 0: unfreeze one more layer from the top every this many epochs (ULMFiT)
     layer_lr_decay: float = 1.0  # < 1: each lower layer's learning rate is multiplied by this once more
+    linear_probe: bool = False  # LP-FT: fit the linear heads on the frozen encoder to convergence before training
+    wise_alpha: float = 1.0  # WiSE-FT: < 1 interpolates the trained encoder towards the pretrained one by this weight
     epochs: int = 4  # passes over the training split
     batch_size: int = 32  # sentences per step (per process)
     lr: float = 1e-4  # peak learning rate of AdamW
@@ -79,6 +82,13 @@ class TrainConfig:
             raise ValueError(f"train_fraction={self.train_fraction} should be in (0, 1].")
         if self.lr <= 0:
             raise ValueError(f"lr={self.lr} should be positive.")
+        if not 0 <= self.wise_alpha <= 1:
+            raise ValueError(
+                f"wise_alpha={self.wise_alpha} should be in [0, 1]: "
+                "1 keeps the fine-tuned encoder, 0 the pretrained one."
+            )
+        if self.linear_probe and self.head != "linear":
+            raise ValueError(f"linear_probe=True needs head='linear', got head={self.head!r}.")
 
 
 def build_model(config: TrainConfig, device: torch.device | str | None = None) -> MultiTaskModel:
@@ -211,6 +221,9 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
     set_seed(config.seed)
     model = build_model(config, accelerator.device)
     freeze(model, config.freeze)
+    pretrained = encoder_state(model.encoder) if config.wise_alpha < 1 else None
+    if config.linear_probe:
+        fit_linear_probe(model, splits["train"])
     if config.gradual_unfreeze:
         if accelerator.num_processes > 1:
             raise ValueError(
@@ -380,9 +393,11 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
             )
         accelerator.wait_for_everyone()
 
-    # 9) the test split, once, with the best weights
+    # 9) the test split, once, with the best weights (moved towards the pretrained encoder for WiSE-FT)
     if best_state is not None:
         raw_model.load_state_dict(best_state)
+    if pretrained is not None:
+        interpolate_encoder(raw_model, pretrained, config.wise_alpha)
     test = {}
     if accelerator.is_main_process:
         test = evaluate_frame(raw_model, splits["test"])

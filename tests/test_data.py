@@ -9,12 +9,14 @@ import torch
 
 from mtlib.baselines import run_baselines
 from mtlib.data import (
+    OUT_OF_STYLE_HALVES,
     Collator,
     DataError,
     LengthGroupedBatches,
     SentenceDataset,
     find_leaks,
     load_dataset,
+    load_half,
     normalize_text,
     split_dataset,
 )
@@ -34,12 +36,58 @@ def splits(frame):
 
 
 def test_size_and_cells(frame):
-    assert len(frame) >= 3000
+    assert len(frame) >= 5500
     cells = frame.groupby(["topic", "sentiment"]).size()
     assert len(cells) == 15
-    assert cells.min() >= 150
-    assert set(frame["topic"]) == set(DEFAULT_TASKS["topic"])
+    assert cells.min() >= 250
+    assert set(frame["topic"].dropna()) == set(DEFAULT_TASKS["topic"])
     assert set(frame["sentiment"]) == set(DEFAULT_TASKS["sentiment"])
+    assert frame["sentiment"].notna().all()
+    assert frame["topic"].isna().sum() >= 300  # about none of the five topics: trains the sentiment head only
+
+
+WEEKDAY = r"\b(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day\b"
+
+
+def cue_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Surface features that must not give the sentiment away, one boolean column each."""
+    text = frame["text"]
+    return pd.DataFrame({
+        "digit": text.str.contains(r"\d"),
+        "will": text.str.contains(r"\bwill\b", case=False),
+        "question": text.str.rstrip().str.endswith("?"),
+        "weekday": text.str.contains(WEEKDAY),
+        "exclamation": text.str.contains("!"),
+        "first person": text.str.contains(r"\b(?:I|my|we|our)\b"),
+    })
+
+
+def test_neutral_is_not_told_by_form(frame):
+    cues, neutral = cue_table(frame), frame["sentiment"] == "Neutral"
+    digit_share = cues["digit"].groupby(frame["sentiment"]).mean()
+    for other in ("Negative", "Positive"):
+        assert abs(digit_share["Neutral"] - digit_share[other]) < 0.15, digit_share
+    assert neutral[cues["will"]].mean() < 0.60
+    rule = cues[["digit", "will", "question", "weekday"]].any(axis=1)  # "a cue means Neutral"
+    assert neutral[rule].mean() < 0.45
+    for cue in ("exclamation", "question", "first person"):  # present in every class
+        assert (cues[cue].groupby(frame["sentiment"]).sum() >= 20).all(), cue
+
+
+def test_registers(frame):
+    register = pd.read_csv(DATA, dtype=str, keep_default_na=False)["register"]
+    counts = register.value_counts()
+    assert counts["social"] >= 600 and counts["wire"] >= 400 and counts["lead"] >= 400 and counts["headline"] >= 300
+    words = frame["text"].str.split().str.len()
+    social, wire = frame[register == "social"], frame[register == "wire"]
+    assert (social["sentiment"] == "Neutral").mean() >= 1 / 3
+    assert social["text"].str.contains(r"@\w|https?://|#\w").mean() >= 0.4  # mentions, links, hashtags
+    assert social["text"].str.match(r"[a-z@#]").mean() >= 0.3  # many start in lower case
+    assert wire["text"].str.contains(r"\d").mean() >= 0.6
+    currency = r"\b(?:EUR|USD|SEK|NOK|DKK|GBP|CHF|JPY|INR|AUD|mn|bn|million|billion|crore)\b|[$€£¥]"
+    assert wire["text"].str.contains(currency).mean() >= 1 / 3
+    assert words[register == "lead"].between(20, 40).mean() >= 0.95
+    assert words[register == "headline"].le(10).mean() >= 0.95
 
 
 def test_lengths_and_openings(frame):
@@ -166,3 +214,37 @@ def test_length_grouped_batches_cover_every_row_once():
     assert list(sampler) == epoch0
     sampler.set_epoch(1)
     assert list(sampler) != epoch0
+
+
+OUT_OF_STYLE = "data/out_of_style.csv"
+
+
+def test_out_of_style_set_is_labelled_halved_and_apart(frame):
+    halves = {half: load_half(OUT_OF_STYLE, DEFAULT_TASKS, half) for half in OUT_OF_STYLE_HALVES}
+    assert sum(len(part) for part in halves.values()) >= 1500
+    assert abs(len(halves["dev"]) - len(halves["test"])) <= 0.02 * len(frame)
+    for part in halves.values():
+        assert part[["topic", "sentiment"]].notna().all().all()  # every row labelled for both tasks
+        assert set(part["topic"]) == set(DEFAULT_TASKS["topic"])
+        assert set(part["sentiment"]) == set(DEFAULT_TASKS["sentiment"])
+    # never trained on: no sentence of it, exact or near, is in the training data or in the other half
+    report = find_leaks({"sentences": frame, **halves})
+    assert report.exact == [] and report.near == []
+
+
+def test_load_half_errors(tmp_path):
+    with pytest.raises(DataError, match="no 'split' column"):
+        load_half(DATA, DEFAULT_TASKS, "dev")
+    path = write(tmp_path, "text,topic,split\nGoal!,Sports,dev\n")
+    with pytest.raises(DataError, match=r"no rows with split='test'; values found: \['dev'\]"):
+        load_half(path, DEFAULT_TASKS, "test")
+
+
+def test_rows_without_a_topic_through_baselines(tmp_path, small_csv):
+    frame = load_dataset(small_csv, DEFAULT_TASKS)
+    frame.loc[frame.index[::5], "topic"] = None
+    splits = split_dataset(frame, seed=0)
+    table = run_baselines(splits, DEFAULT_TASKS).set_index(["baseline", "task"])
+    test = splits["test"]
+    assert table.loc[("tfidf_logreg", "topic"), "n"] == test["topic"].notna().sum() < len(test)
+    assert table.loc[("tfidf_logreg", "sentiment"), "n"] == len(test)

@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from mtlib.data import load_dataset, split_dataset
+from mtlib.model import DEFAULT_TASKS, MultiTaskModel
+from mtlib.train import TrainConfig, train
+from mtlib.transfer import PROBE_C, encoder_state, fit_linear_probe, interpolate_encoder
+
+
+@pytest.fixture
+def small_frame(small_csv):
+    frame = load_dataset(small_csv, DEFAULT_TASKS)
+    frame.loc[frame.index[::10], "topic"] = None  # some rows without a topic, as in the shipped data
+    return frame
+
+
+def test_linear_probe_heads_equal_logistic_regression(tiny_model, small_frame):
+    fit_linear_probe(tiny_model, small_frame)
+    vectors = tiny_model.encoder.encode(small_frame["text"].tolist()).numpy()
+    logits = tiny_model.predict_logits(small_frame["text"].tolist())
+    for task, labels in DEFAULT_TASKS.items():
+        rows = small_frame[task].notna().to_numpy()
+        reference = LogisticRegression(C=PROBE_C, max_iter=2000)
+        reference.fit(vectors[rows], small_frame[task][rows].map(labels.index))
+        assert np.allclose(logits[task].numpy(), reference.decision_function(vectors), atol=1e-4)
+
+
+def test_linear_probe_needs_a_linear_head(tiny_bert_dir, small_frame):
+    model = MultiTaskModel.from_pretrained(tiny_bert_dir, DEFAULT_TASKS, head="mlp")
+    with pytest.raises(ValueError, match="needs head='linear'"):
+        fit_linear_probe(model, small_frame)
+
+
+def test_interpolation_ends_and_midpoint(tiny_model):
+    pretrained = encoder_state(tiny_model.encoder)
+    heads = {k: v.clone() for k, v in tiny_model.heads.state_dict().items()}
+    with torch.no_grad():
+        for p in tiny_model.encoder.parameters():
+            p.add_(1.0)
+    tuned = encoder_state(tiny_model.encoder)
+
+    interpolate_encoder(tiny_model, pretrained, 0.5)
+    for name, weight in tiny_model.encoder.state_dict().items():
+        if weight.is_floating_point():
+            assert torch.allclose(weight, (pretrained[name] + tuned[name]) / 2, atol=1e-6), name
+    tiny_model.encoder.load_state_dict(tuned)
+    interpolate_encoder(tiny_model, pretrained, 0.0)
+    assert all(torch.equal(w, pretrained[k]) for k, w in tiny_model.encoder.state_dict().items())
+    assert all(torch.equal(w, heads[k]) for k, w in tiny_model.heads.state_dict().items())
+    with pytest.raises(ValueError, match=r"alpha=1.5 should be in \[0, 1\]"):
+        interpolate_encoder(tiny_model, pretrained, 1.5)
+
+
+def test_lp_ft_and_wise_through_train(tmp_path, small_frame, tiny_bert_dir):
+    data = tmp_path / "small.csv"
+    small_frame.to_csv(data, index=False)
+    settings = {"data": str(data), "backbone": tiny_bert_dir, "epochs": 1, "batch_size": 16, "progress": False}
+    model, test = train(TrainConfig(output_dir=str(tmp_path / "a"), linear_probe=True, wise_alpha=0.0, **settings))
+    pretrained = MultiTaskModel.from_pretrained(tiny_bert_dir, DEFAULT_TASKS).encoder.state_dict()
+    # alpha 0 hands back the pretrained encoder, with the heads that were trained on top of it
+    assert all(torch.equal(w.cpu(), pretrained[k]) for k, w in model.encoder.state_dict().items())
+    # rows without a topic are left out of the topic metrics, not counted as errors
+    test_split = split_dataset(load_dataset(data, DEFAULT_TASKS), seed=0)["test"]
+    assert test["topic"]["n"] == test_split["topic"].notna().sum() < len(test_split)
+    assert test["sentiment"]["n"] == len(test_split)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("wise_alpha", -0.1, r"wise_alpha=-0.1 should be in \[0, 1\]"),
+    ("linear_probe", True, r"linear_probe=True needs head='linear'"),
+])
+def test_bad_recipe_options(tmp_path, small_csv, field, value, message):
+    config = TrainConfig(data=small_csv, output_dir=str(tmp_path), head="mlp", **{field: value})
+    with pytest.raises(ValueError, match=message):
+        config.validate()
