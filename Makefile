@@ -18,7 +18,7 @@ $(STAMP): requirements.txt pyproject.toml
 setup: $(STAMP)
 
 run: setup
-	$(BIN)/python -m mtlib train --data data/sentences.csv --output-dir $(RUN_DIR)
+	$(BIN)/python -m mtlib train --data data/sentences.csv --output-dir $(RUN_DIR) --overwrite
 	$(BIN)/python -m mtlib evaluate --model $(RUN_DIR)/model --data data/out_of_style.csv --split test \
 		--output $(RUN_DIR)/out_of_style_test_metrics.json > /dev/null
 	$(BIN)/python -m mtlib baselines --data data/sentences.csv --out-of-style data/out_of_style.csv \

@@ -8,7 +8,7 @@ one. The baselines are fitted on the same training rows. One JSON file per run l
 
     python experiments/recipes.py                          # every run not done yet, one after the other
     python experiments/recipes.py --shard 0/2 & python experiments/recipes.py --shard 1/2   # two at once
-    python experiments/recipes.py --summary                # tables for the README, and recipes.csv
+    python experiments/recipes.py --summary                # the README's tables, and results/recipes.csv
 """
 
 from __future__ import annotations
@@ -35,13 +35,16 @@ DATA, OUT_OF_STYLE = "data/sentences.csv", "data/out_of_style.csv"
 RESULTS = Path(__file__).parent / "results" / "recipes"
 SEEDS = (0, 1, 2)
 # The first release's recipe, pinned here so the comparison does not move when TrainConfig's defaults do.
-FIRST_RELEASE = {"epochs": 4, "lr": 1e-4, "freeze": "none", "layer_lr_decay": 1.0, "linear_probe": False}
+FIRST_RELEASE = {
+    "epochs": 4, "lr": 1e-4, "head_lr": None, "freeze": "none", "layer_lr_decay": 1.0, "linear_probe": False,
+}
 RECIPES = {
     "full fine-tuning": {},
     "LP-FT": {"linear_probe": True, "lr": 5e-5},
     "layer-wise lr decay 0.7": {"layer_lr_decay": 0.7},
     "bottom 3 layers frozen": {"freeze": "layers:3"},
     "2 epochs": {"epochs": 2},
+    "heads at lr 1e-3": {"head_lr": 1e-3},
 }
 WISE_FROM = ("full fine-tuning", "LP-FT")  # recipes whose models are also interpolated
 WISE_ALPHAS = (0.25, 0.5, 0.75)
@@ -84,7 +87,7 @@ def model_scores(model, sets: dict[str, pd.DataFrame]) -> dict:
 def run_recipe(name: str, seed: int) -> list[dict]:
     train_rows, sets = evaluation_sets(seed)
     config = TrainConfig(
-        data=DATA, output_dir=f"runs/recipes/{slug(name)}/seed{seed}", seed=seed, progress=False,
+        data=DATA, output_dir=f"runs/recipes/{slug(name)}/seed{seed}", seed=seed, progress=False, overwrite=True,
         **(FIRST_RELEASE | RECIPES[name]),
     )
     started = time.perf_counter()
@@ -135,21 +138,126 @@ def jobs() -> list[tuple[str, int]]:
     return [("baselines", seed) for seed in SEEDS] + [(name, seed) for name in RECIPES for seed in SEEDS]
 
 
-def summary() -> pd.DataFrame:
+def recipe_config(name: str) -> dict:
+    """The TrainConfig fields a recipe (or a WiSE-FT variant of one) sets."""
+    base, _, alpha = name.partition(" + WiSE-FT ")
+    return FIRST_RELEASE | RECIPES[base] | {"wise_alpha": float(alpha) if alpha else 1.0}
+
+
+def default_recipe() -> str:
+    """The recipe whose settings are TrainConfig's defaults."""
+    names = [*RECIPES, *(f"{base} + WiSE-FT {alpha}" for base in WISE_FROM for alpha in WISE_ALPHAS)]
+    defaults = TrainConfig()
+    matches = [n for n in names if all(getattr(defaults, k) == v for k, v in recipe_config(n).items())]
+    if len(matches) != 1:
+        raise ValueError(f"TrainConfig's defaults match {matches}: exactly one recipe should be the default.")
+    return matches[0]
+
+
+def load_records() -> list[dict]:
+    return [record for path in sorted(RESULTS.glob("*.json")) for record in json.loads(path.read_text())]
+
+
+def score_table(records: list[dict]) -> pd.DataFrame:
+    """One row per recipe, seed, evaluation set and task."""
+    return pd.DataFrame(
+        {"recipe": r["recipe"], "seed": r["seed"], "set": set_name, "task": task, "accuracy": m["accuracy"],
+         "macro_f1": m["macro_f1"], "train_seconds": r["train_seconds"]}
+        for r in records for set_name, tasks in r["scores"].items() for task, m in tasks.items()
+    )
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> np.ndarray:
+    """Macro-F1 of each row of ``(B, N)`` label arrays, vectorised for the bootstrap."""
+    f1 = []
+    for k in range(n_labels):
+        tp = ((y_pred == k) & (y_true == k)).sum(-1)
+        predicted, actual = (y_pred == k).sum(-1), (y_true == k).sum(-1)
+        f1.append(np.where(predicted + actual > 0, 2 * tp / np.maximum(predicted + actual, 1), 0.0))
+    return np.mean(f1, axis=0)
+
+
+def paired_bootstrap(records: list[dict], a: str, b: str, set_name: str, task: str, *, n: int = 2000) -> tuple:
+    """Macro-F1 of ``a`` minus ``b`` on the same rows, averaged over seeds, with a 95% bootstrap interval.
+
+    The rows are resampled once per draw and shared by every seed, so the interval reflects which sentences
+    happened to be in the set; the seeds' spread is in the table beside it.
+    """
+    labels = DEFAULT_TASKS[task]
+    frame = evaluation_sets(0)[1][set_name]
+    y = frame[task].map(labels.index).to_numpy()
+    by_seed = {}
+    for r in records:
+        if r["recipe"] in (a, b):
+            by_seed.setdefault(r["seed"], {})[r["recipe"]] = np.array(list(r["scores"][set_name][task]["predictions"]),
+                                                                       dtype=int)
+    pairs = [(p[a], p[b]) for p in by_seed.values() if a in p and b in p]
+    rows = np.random.default_rng(0).integers(0, len(y), size=(n, len(y)))
+    diffs = np.mean([macro_f1(y[rows], pa[rows], len(labels)) - macro_f1(y[rows], pb[rows], len(labels))
+                     for pa, pb in pairs], axis=0)
+    observed = np.mean([macro_f1(y, pa, len(labels)) - macro_f1(y, pb, len(labels)) for pa, pb in pairs])
+    return observed, *np.percentile(diffs, [2.5, 97.5]), len(pairs)
+
+
+def by_register(records: list[dict], names: list[str]) -> str:
+    """Out-of-style test per register: topic accuracy (one topic dominates some registers) and sentiment macro-F1."""
+    frame = evaluation_sets(0)[1]["out-of-style test"]
+    registers = pd.read_csv(OUT_OF_STYLE, dtype=str, keep_default_na=False).query("split == 'test'")["register"]
     rows = []
-    for path in sorted(RESULTS.glob("*.json")):
-        for record in json.loads(path.read_text()):
-            for set_name, tasks in record["scores"].items():
-                for task, m in tasks.items():
-                    rows.append({"recipe": record["recipe"], "seed": record["seed"], "set": set_name, "task": task,
-                                 "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
-                                 "train_seconds": record["train_seconds"]})
-    return pd.DataFrame(rows)
+    for r in (r for r in records if r["recipe"] in names):
+        for task, labels in DEFAULT_TASKS.items():
+            y = frame[task].map(labels.index).to_numpy()
+            predicted = np.array(list(r["scores"]["out-of-style test"][task]["predictions"]), dtype=int)
+            for register in sorted(set(registers)):
+                rows_of = (registers == register).to_numpy()
+                score = (
+                    macro_f1(y[rows_of], predicted[rows_of], len(labels)) if task == "sentiment"
+                    else float((y[rows_of] == predicted[rows_of]).mean())
+                )
+                rows.append({"model": r["recipe"], "task": task, "register": f"{register} ({rows_of.sum()})",
+                             "score": score})
+    table = pd.DataFrame(rows).groupby(["register", "task", "model"])["score"].agg(["mean", "std"])
+    text = table.apply(lambda r: f"{r['mean']:.3f} ± {r['std']:.3f}", axis=1).unstack(["task", "model"])
+    columns = [("topic", n) for n in names] + [("sentiment", n) for n in names]
+    lines = ["| register (rows) | " + " | ".join(f"{'topic accuracy' if t == 'topic' else 'sentiment macro-F1'}, {n}"
+                                                for t, n in columns) + " |", "|---|" + "---:|" * len(columns)]
+    lines += [f"| {reg} | " + " | ".join(text.loc[reg, c] for c in columns) + " |" for reg in text.index]
+    return "\n".join(lines)
+
+
+def markdown_tables(records: list[dict]) -> str:
+    table = score_table(records)
+    cell = table.groupby(["recipe", "set", "task"])["macro_f1"].agg(["mean", "std", "count"])
+    text = cell.apply(lambda r: f"{r['mean']:.3f} ± {r['std']:.3f}", axis=1).unstack(["set", "task"])
+    columns = [(s, t) for s in ("shipped test", "out-of-style dev", "out-of-style test") for t in DEFAULT_TASKS]
+    order = [*BASELINES, *RECIPES, *(f"{b} + WiSE-FT {a}" for b in WISE_FROM for a in WISE_ALPHAS)]
+    default = default_recipe()
+    lines = ["| model | " + " | ".join(f"{s}: {t}" for s, t in columns) + " | seeds | training minutes |",
+             "|---|" + "---:|" * (len(columns) + 2)]
+    for name in [n for n in order if n in text.index]:
+        seeds = int(cell.loc[name]["count"].min())
+        minutes = table.loc[table["recipe"] == name, "train_seconds"].mean() / 60
+        label = f"**{name} (default)**" if name == default else name
+        lines.append(f"| {label} | " + " | ".join(text.loc[name, c] for c in columns)
+                     + f" | {seeds} | {'' if np.isnan(minutes) else f'{minutes:.1f}'} |")
+    lines += ["", f"Paired bootstrap, macro-F1 difference averaged over seeds [95% interval], default = {default}:", ""]
+    comparisons = [(default, base, s) for base in BASELINES for s in ("out-of-style test",)]
+    comparisons += [(name, "full fine-tuning", "out-of-style dev") for name in order[len(BASELINES) + 1:]]
+    present = set(text.index)
+    for a, b, set_name in [c for c in comparisons if {c[0], c[1]} <= present]:
+        parts = []
+        for task in DEFAULT_TASKS:
+            diff, low, high, seeds = paired_bootstrap(records, a, b, set_name, task)
+            parts.append(f"{task} {diff:+.3f} [{low:+.3f}, {high:+.3f}]")
+        lines.append(f"- {set_name}, {a} minus {b} ({seeds} seeds): " + "; ".join(parts))
+    lines += ["", by_register(records, [default, "frozen embeddings + logistic regression"])]
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shard", default="0/1", help="i/n: run every n-th job starting at i, on one thread")
+    parser.add_argument("--only", help="run only this recipe (or 'baselines')")
     parser.add_argument("--summary", action="store_true", help="only collect the results into recipes.csv")
     args = parser.parse_args()
     if not args.summary:
@@ -159,16 +267,17 @@ def main() -> None:
             torch.set_num_threads(1)
         RESULTS.mkdir(parents=True, exist_ok=True)
         for name, seed in jobs()[index::count]:
+            if args.only not in (None, name):
+                continue
             path = RESULTS / f"{slug(name)}-seed{seed}.json"
             if path.exists():
                 continue
             records = run_baselines(seed) if name == "baselines" else run_recipe(name, seed)
             path.write_text(json.dumps(records) + "\n")
             print(f"{path.name}: done", flush=True)
-    table = summary()
-    table.to_csv(RESULTS.parent / "recipes.csv", index=False)
-    means = table.groupby(["recipe", "set", "task"])["macro_f1"].agg(["mean", "std", "count"]).round(3)
-    print(means.unstack(["set", "task"]).to_string())
+    records = load_records()
+    score_table(records).to_csv(RESULTS.parent / "recipes.csv", index=False)
+    print(markdown_tables(records))
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
+import huggingface_hub
+from huggingface_hub import constants as hf_constants
+from huggingface_hub.utils import logging as hf_hub_logging
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
@@ -65,26 +66,67 @@ def trained_max_length(name: str) -> int | None:
     return json.loads(config.read_text())["max_seq_length"] if config.is_file() else None
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+HUB_TIMEOUT_ENV = "MTLIB_HUB_TIMEOUT"
+DEFAULT_HUB_TIMEOUT = 10.0  # seconds; an unanswered hub gives up within this, not minutes
+
+
+def hub_timeout() -> float:
+    """Seconds to wait for the hub: ``$MTLIB_HUB_TIMEOUT`` or 10."""
+    value = os.environ.get(HUB_TIMEOUT_ENV, "")
+    if not value:
+        return DEFAULT_HUB_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0:
+        raise ValueError(f"{HUB_TIMEOUT_ENV}={value!r} should be a positive number of seconds, e.g. 10.")
+    return seconds
+
+
+def limit_hub_requests(seconds: float) -> None:
+    """Give every request of huggingface_hub's shared client connect and read limits.
+
+    Some hub calls pass ``timeout=None`` (no limit at all), and a server that accepts a connection
+    but never completes TLS would then hold the process for ever.
+    """
+    hooks = huggingface_hub.get_session().event_hooks["request"]
+    hooks[:] = [hook for hook in hooks if getattr(hook, "__name__", "") != "_cap_timeouts"]
+
+    def _cap_timeouts(request) -> None:
+        limits = request.extensions.get("timeout") or {}
+        request.extensions["timeout"] = {
+            key: min(limits.get(key) or seconds, seconds) for key in ("connect", "read", "write", "pool")
+        }
+
+    hooks.append(_cap_timeouts)
+
+
+def _hub_reachable(seconds: float) -> bool:
+    """Whether the hub endpoint answers an HTTP request (any status) within about ``seconds``."""
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
     try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
+        # half for connecting (TCP and TLS), half for the answer: the whole probe stays within ``seconds``
+        huggingface_hub.get_session().head(hf_constants.ENDPOINT, timeout=seconds / 2)
+    except Exception:  # connection refused, TLS failure, time-out, bad proxy: all mean "not reachable"
         return False
+    return True
 
 
-def load_backbone(name: str = DEFAULT_BACKBONE) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+def load_backbone(
+    name: str = DEFAULT_BACKBONE, *, timeout: float | None = None
+) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     """Load tokenizer and encoder from the packaged default, a local folder or the HF cache.
 
-    The hub is contacted only when the model is in no local cache, and only after a
-    3-second reachability check, so an offline machine fails in seconds, not minutes.
+    The hub is contacted only when the model is in no local cache, and only after a probe of the
+    endpoint that gives up after ``timeout`` seconds; every hub request then has connect and read
+    limits of ``timeout`` too, so an offline machine or a silent server fails in seconds, not minutes.
 
     Args:
         name: ``"minilm"``, a Hugging Face model id such as ``"distilbert-base-uncased"``,
             or a folder holding ``config.json``, weights and tokenizer files.
+        timeout: Seconds to wait for the hub; ``None``: ``$MTLIB_HUB_TIMEOUT``, else 10.
 
     Returns:
         ``(tokenizer, model)``.
@@ -94,18 +136,24 @@ def load_backbone(name: str = DEFAULT_BACKBONE) -> tuple[PreTrainedTokenizerBase
         >>> model.config.hidden_size
         384
     """
+    seconds = hub_timeout() if timeout is None else timeout
+    if not seconds > 0:
+        raise ValueError(f"timeout={timeout} should be a positive number of seconds.")
     source = resolve_backbone(name)
+    limit_hub_requests(seconds)  # even a cache-only load may ask the hub something (huggingface_hub telemetry)
     try:
         return _load(source, local_files_only=True)
     except OSError:
         if Path(source).is_dir():
             raise
-    if not _hub_reachable():
-        raise OSError(
-            f"Backbone {name!r} is not a folder, not in the local Hugging Face cache, and the "
-            "Hugging Face hub cannot be reached. Use the packaged default ('minilm'), pass a "
-            "folder with the model's files, or download it once where the hub is reachable."
-        )
+    offline = OSError(
+        f"Backbone {name!r} is not a folder, not in the local Hugging Face cache, and the "
+        f"Hugging Face hub ({hf_constants.ENDPOINT}) did not answer within {seconds:g} s "
+        f"(${HUB_TIMEOUT_ENV}). Use the packaged default ('minilm'), pass a "
+        "folder with the model's files, or download it once where the hub is reachable."
+    )
+    if not _hub_reachable(seconds):
+        raise offline
     return _load(source, local_files_only=False)
 
 
@@ -113,6 +161,7 @@ def _load(source: str, *, local_files_only: bool) -> tuple[PreTrainedTokenizerBa
     # transformers 5 prints load reports and progress bars to stderr; they would clutter notebooks.
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    hf_hub_logging.set_verbosity_error()  # "Retrying in 2s" lines; a failure ends in one error anyway
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
     model = AutoModel.from_pretrained(source, local_files_only=local_files_only)
     return tokenizer, model

@@ -12,6 +12,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
+from mtlib.data import DataError
 from mtlib.encoder import SentenceEncoder
 from mtlib.evaluate import task_metrics
 
@@ -30,6 +31,10 @@ def run_baselines(
         One row per baseline and task: accuracy, macro-F1 and the number of test rows.
     """
     train, test = splits["train"], splits["test"]
+    # a task needs labelled rows on both sides: a file may label only some tasks
+    scored = [t for t in tasks if t in train and t in test and train[t].notna().any() and test[t].notna().any()]
+    if not scored:
+        raise DataError(f"no task of {list(tasks)} has labelled rows in both the train and the test split.")
     features = {"majority": (train["text"], test["text"]), "tfidf_logreg": (train["text"], test["text"])}
     if encoder is not None:
         features["embedding_logreg"] = (
@@ -38,9 +43,8 @@ def run_baselines(
         )
     rows = []
     for name, (x_train, x_test) in features.items():
-        for task, labels in tasks.items():
-            if task not in train:
-                continue
+        for task in scored:
+            labels = tasks[task]
             fit_rows, test_rows = train[task].notna().to_numpy(), test[task].notna().to_numpy()
             classifier = make_classifier(name)
             classifier.fit(x_train[fit_rows], train[task][fit_rows].map(labels.index))

@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,20 +27,41 @@ def read_sentences(args: argparse.Namespace) -> list[str]:
         if not args.sentences:
             raise ValueError("give sentences as arguments or --input FILE (one sentence a line, - for stdin).")
         return args.sentences
-    text = sys.stdin.read() if args.input == "-" else Path(args.input).read_text(encoding="utf-8")
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    if args.input == "-":
+        if sys.stdin is None or sys.stdin.closed:  # started with stdin closed (<&-)
+            raise ValueError("--input -: standard input is closed; pipe sentences in or pass --input FILE.")
+        text = sys.stdin.read()
+    elif not Path(args.input).is_file():
+        raise FileNotFoundError(f"--input {args.input}: no such file.")
+    else:
+        text = Path(args.input).read_text(encoding="utf-8")
+    sentences = [line.strip() for line in text.splitlines() if line.strip()]
+    if not sentences:
+        raise ValueError(f"--input {args.input}: no sentences, every line is empty; give one sentence a line.")
+    return sentences
+
+
+def npy_path(output: str) -> Path:
+    """Where ``np.save`` will write: it adds ``.npy`` to a name without it, so say so up front."""
+    path = Path(output)
+    if path.is_dir():
+        raise IsADirectoryError(f"--output {output} is a folder; give a file name, e.g. {path / 'embeddings.npy'}.")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"--output {output}: folder {path.parent} does not exist; create it first.")
+    return path if path.suffix == ".npy" else path.with_name(path.name + ".npy")
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
     from mtlib.encoder import SentenceEncoder
 
     sentences = read_sentences(args)
+    output = npy_path(args.output) if args.output else None
     encoder = SentenceEncoder.from_pretrained(args.model, pooling=args.pooling)
     embeddings = encoder.encode(sentences, batch_size=args.batch_size, normalize=True)
     print(f"embeddings: {tuple(embeddings.shape)}")
-    if args.output:
-        np.save(args.output, embeddings.numpy())
-        print(f"saved to {args.output}")
+    if output:
+        np.save(output, embeddings.numpy())
+        print(f"saved to {output}")
     print("cosine similarity:")
     np.set_printoptions(precision=3, suppress=True, linewidth=160)
     print(np.asarray(embeddings @ embeddings.T))
@@ -82,16 +104,17 @@ def cmd_baselines(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from mtlib.baselines import run_baselines
-    from mtlib.data import load_dataset, load_half, split_dataset
+    from mtlib.data import check_splits, load_dataset, load_half, split_dataset
     from mtlib.encoder import SentenceEncoder
     from mtlib.model import DEFAULT_TASKS
 
     splits = split_dataset(load_dataset(args.data, DEFAULT_TASKS), seed=args.seed)
+    tasks = {task: DEFAULT_TASKS[task] for task in check_splits(splits, args.data)}  # the tasks with labels
+    other = {"train": splits["train"], "test": load_half(args.out_of_style, tasks, "test")} if args.out_of_style else {}
     encoder = SentenceEncoder.from_pretrained(args.model)
-    tables = {"test": run_baselines(splits, DEFAULT_TASKS, encoder=encoder)}
-    if args.out_of_style:
-        other = {"train": splits["train"], "test": load_half(args.out_of_style, DEFAULT_TASKS, "test")}
-        tables["out-of-style test"] = run_baselines(other, DEFAULT_TASKS, encoder=encoder)
+    tables = {"test": run_baselines(splits, tasks, encoder=encoder)}
+    if other:
+        tables["out-of-style test"] = run_baselines(other, tasks, encoder=encoder)
     table = pd.concat(tables, names=["scored on"]).reset_index(level=0)
     if args.output:
         table.to_csv(args.output, index=False)
@@ -126,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--wise-alpha", type=float, help="< 1: interpolate the trained encoder towards the pretrained one (WiSE-FT)"
     )
-    train.add_argument("--head-lr", type=float, help="learning rate of the heads (default: --lr)")
+    train.add_argument("--head-lr", type=float, help="learning rate of the heads (default 1e-3)")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
@@ -134,7 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sampling", choices=SAMPLINGS)
     train.add_argument("--seed", type=int)
     train.add_argument("--train-fraction", type=float)
-    train.add_argument("--resume", action="store_true", default=None)
+    train.add_argument("--resume", action="store_true", default=None, help="continue the run in --output-dir")
+    train.add_argument(
+        "--overwrite", action="store_true", default=None, help="replace a run already in --output-dir"
+    )
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="score a saved model on a labelled CSV")
@@ -164,9 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        args.run(args)
-    except (DataError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():  # restores the usual warning display on return
+        warnings.showwarning = lambda message, *_, **__: print(f"warning: {message}", file=sys.stderr)
+        try:
+            args.run(args)
+        except (DataError, ValueError, OSError) as err:
+            print(f"error: {' '.join(str(err).split())}", file=sys.stderr)  # one line, even for multi-line messages
+            return 2
     return 0

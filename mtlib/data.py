@@ -7,6 +7,8 @@ Introduced in ``notebooks/04_training_loop.ipynb``.
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 import re
 from collections import defaultdict
@@ -46,32 +48,34 @@ def load_dataset(source: str | Path | pd.DataFrame, tasks: dict[str, Sequence[st
     """
     if isinstance(source, pd.DataFrame):
         name, frame = "DataFrame", source.copy()
+        rows = list(range(len(frame)))  # a DataFrame's rows are named by position
     else:
-        name, frame = str(source), _read_csv(Path(source))
-    first_row = 2 if name != "DataFrame" else 0  # CSV line of the first data row (line 1 is the header)
+        name, (frame, rows) = str(source), _read_csv(Path(source))
     if "text" not in frame.columns:
         raise DataError(f"{name}: missing column 'text' (columns found: {list(frame.columns)}).")
     present = [task for task in tasks if task in frame.columns]
     if not present:
         raise DataError(f"{name}: no task column; expected at least one of {list(tasks)}.")
     frame = frame[["text", *present]].reset_index(drop=True)
+    if frame.empty:
+        raise DataError(f"{name}: no data rows, only the header; add labelled sentences, one a row.")
 
     for i, text in enumerate(frame["text"]):
         if not isinstance(text, str) or not text.strip():
-            raise DataError(f"{name}: row {i + first_row}, column 'text': empty text.")
+            raise DataError(f"{name}: row {rows[i]}, column 'text': empty text.")
     for task in present:
         allowed = list(tasks[task])
         frame[task] = frame[task].map(lambda v: v.strip() if isinstance(v, str) and v.strip() else None)
         for i, label in enumerate(frame[task]):
             if pd.notna(label) and label not in allowed:
                 raise DataError(
-                    f"{name}: row {i + first_row}, column {task!r}: unknown label {label!r}; allowed: {allowed}."
+                    f"{name}: row {rows[i]}, column {task!r}: unknown label {label!r}; allowed: {allowed}."
                 )
     seen: dict[str, int] = {}
     for i, key in enumerate(frame["text"].map(normalize_text)):
         if key in seen:
             raise DataError(
-                f"{name}: row {i + first_row}, column 'text': duplicate of row {seen[key] + first_row} "
+                f"{name}: row {rows[i]}, column 'text': duplicate of row {rows[seen[key]]} "
                 "(same text after normalising case, whitespace and punctuation)."
             )
         seen[key] = i
@@ -85,7 +89,7 @@ def load_half(source: str | Path, tasks: dict[str, Sequence[str]], half: str) ->
     ``test`` half is reported.
     """
     frame = load_dataset(source, tasks)
-    halves = _read_csv(Path(source)).get("split")
+    halves = _read_csv(Path(source))[0].get("split")
     if halves is None:
         raise DataError(f"{source}: no 'split' column to choose rows by (data/out_of_style.csv has one).")
     if half not in set(halves):
@@ -93,21 +97,37 @@ def load_half(source: str | Path, tasks: dict[str, Sequence[str]], half: str) ->
     return frame[(halves == half).to_numpy()].reset_index(drop=True)
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path) -> tuple[pd.DataFrame, list[int]]:
+    """The table, and the CSV line on which each of its rows starts (for error messages)."""
     if not path.is_file():
         raise DataError(f"{path}: no such file.")
     raw = path.read_bytes()
     try:
-        raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         raise DataError(
             f"{path}: row {line}: bytes that are not UTF-8 ({raw[err.start : err.end]!r}); save the file as UTF-8."
         ) from None
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise DataError(f"{path}: not a readable CSV ({err}).") from None
+    lines = _record_lines(text)
+    if len(lines) != len(frame):  # the two parsers disagree: fall back to one line per row
+        lines = list(range(2, len(frame) + 2))
+    return frame, lines
+
+
+def _record_lines(text: str) -> list[int]:
+    """The line on which each data row starts: a quoted field may span lines, and blank lines are skipped."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    starts, end = [], 0
+    for record in reader:
+        start, end = end + 1, reader.line_num
+        if record:  # a blank line is no row, for pandas as for csv
+            starts.append(start)
+    return starts[1:]  # the first record is the header
 
 
 def normalize_text(text: str) -> str:
@@ -146,6 +166,45 @@ def split_dataset(
     if report.exact:
         raise DataError(f"{len(report.exact)} texts appear in two splits, e.g. {report.exact[0]}; remove duplicates.")
     return splits
+
+
+MIN_ROWS = 4  # the fewest rows of one label combination that leave a row in each of the three splits
+
+
+def check_splits(splits: dict[str, pd.DataFrame], source: str | Path) -> list[str]:
+    """The task columns with labels, after checking each can be trained and scored on this split.
+
+    A column with no label at all is left out (a file may label only some tasks). Raises a
+    DataError, naming ``source``, when the file is too small to split, no task has labels, a task
+    has a single label, or a label has too few rows to reach every split (the split is stratified).
+    """
+    rows = sum(len(part) for part in splits.values())
+    if rows < MIN_ROWS:
+        raise DataError(
+            f"{source}: {rows} data row{'s' * (rows != 1)}; training needs at least {MIN_ROWS} to split them "
+            "70/15/15 into train, validation and test (and hundreds to learn anything useful)."
+        )
+    whole = pd.concat(splits.values())
+    columns = [c for c in whole.columns if c != "text"]
+    tasks = [task for task in columns if whole[task].notna().any()]
+    if not tasks:
+        raise DataError(f"{source}: no labelled rows: every cell of {columns} is empty; label some sentences.")
+    for task in tasks:
+        counts = whole[task].value_counts()
+        if len(counts) < 2:
+            raise DataError(
+                f"{source}: column {task!r} has one label only ({counts.index[0]!r}): nothing to learn; "
+                "add rows with other labels or empty the column."
+            )
+        for label, n in counts.items():
+            for name, part in splits.items():
+                if not (part[task] == label).any():
+                    raise DataError(
+                        f"{source}: column {task!r}, label {label!r}: {n} row{'s' * (n != 1)}, too few to "
+                        f"stratify: none lands in the {name} split. Give every label (and every combination "
+                        f"of labels) at least {MIN_ROWS} rows, or remove the rows of this label."
+                    )
+    return tasks
 
 
 @dataclass

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
-from mtlib.data import IGNORE_INDEX
+from mtlib.data import IGNORE_INDEX, DataError
 
 
 def task_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str], *, full: bool = False) -> dict:
@@ -45,11 +45,22 @@ def task_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[
 
 
 def evaluate_frame(model, frame: pd.DataFrame, *, batch_size: int = 64) -> dict[str, dict]:
-    """Full metrics for each task column of ``frame`` that the model knows."""
+    """Full metrics for each task of the model that has labelled rows in ``frame``.
+
+    A task whose column is missing or empty is left out (a file may label only some tasks).
+
+    Raises:
+        DataError: no task of the model has a labelled row in ``frame``.
+    """
+    tasks = {task: labels for task, labels in model.tasks.items() if task in frame and frame[task].notna().any()}
+    if not tasks:
+        raise DataError(
+            f"no labelled rows for the model's tasks {list(model.tasks)} among {len(frame)} rows: "
+            "their columns are missing or empty; pass data labelled for at least one of them."
+        )
     logits = model.predict_logits(frame["text"].tolist(), batch_size=batch_size)
     results = {}
-    for task, labels in model.tasks.items():
-        if task in frame:
-            y_true = [labels.index(v) if isinstance(v, str) else IGNORE_INDEX for v in frame[task]]
-            results[task] = task_metrics(y_true, logits[task].argmax(-1).tolist(), labels, full=True)
+    for task, labels in tasks.items():
+        y_true = [labels.index(v) if isinstance(v, str) else IGNORE_INDEX for v in frame[task]]
+        results[task] = task_metrics(y_true, logits[task].argmax(-1).tolist(), labels, full=True)
     return results

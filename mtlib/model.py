@@ -153,7 +153,11 @@ class MultiTaskModel(nn.Module):
         }
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and ``backbone/`` (its config and tokenizer)."""
+        """Write ``config.json``, ``model.safetensors`` and ``backbone/`` (its config and tokenizer).
+
+        ``config.json`` lists the sha256 of every other file, so :meth:`load` can refuse a folder
+        with a file missing or altered instead of quietly building something else from what is left.
+        """
         import accelerate
         import transformers
 
@@ -162,9 +166,11 @@ class MultiTaskModel(nn.Module):
         state = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
         save_file(state, folder / WEIGHTS_FILE)
         self.encoder.transformer.config.save_pretrained(folder / BACKBONE_DIR)
-        self.encoder.tokenizer.save_pretrained(folder / BACKBONE_DIR)
+        written = set(self.encoder.tokenizer.save_pretrained(folder / BACKBONE_DIR))
+        files = [WEIGHTS_FILE, f"{BACKBONE_DIR}/config.json"]
+        files += sorted(Path(f).relative_to(folder).as_posix() for f in written if Path(f).is_file())
         config = self.config() | {
-            "weights_sha256": sha256_of(folder / WEIGHTS_FILE),
+            "files": {name: sha256_of(folder / name) for name in files},
             "versions": {
                 "torch": torch.__version__,
                 "transformers": transformers.__version__,
@@ -176,17 +182,18 @@ class MultiTaskModel(nn.Module):
 
     @classmethod
     def load(cls, folder: str | Path, *, device: str | torch.device | None = None) -> MultiTaskModel:
-        """Rebuild a saved model offline onto ``device`` (default: GPU if any); no pickle is read,
-        and the weights' hash is checked."""
+        """Rebuild a saved model offline onto ``device`` (default: GPU if any); no pickle is read.
+
+        Every file listed in ``config.json`` is checked against its sha256 first.
+
+        Raises:
+            FileNotFoundError: the folder, ``config.json`` or a listed file is missing.
+            ValueError: a file is altered or truncated, or ``config.json`` is not one that :meth:`save` wrote.
+        """
         folder = Path(folder)
-        if not (folder / CONFIG_FILE).is_file():
-            raise FileNotFoundError(f"{folder} has no {CONFIG_FILE}: pass the folder written by MultiTaskModel.save.")
-        config = json.loads((folder / CONFIG_FILE).read_text())
+        config = read_config(folder)
+        check_files(folder, config["files"])
         weights = folder / WEIGHTS_FILE
-        if not weights.is_file():
-            raise FileNotFoundError(f"{weights} is missing: the saved model is incomplete.")
-        if sha256_of(weights) != config["weights_sha256"]:
-            raise ValueError(f"{weights} does not match the sha256 in {CONFIG_FILE}: it is truncated or altered.")
         try:
             state = load_file(weights)
         except safetensors.SafetensorError as err:
@@ -202,5 +209,55 @@ class MultiTaskModel(nn.Module):
             backbone=config["backbone"],
         )
         model = cls(encoder, config["tasks"], head=config["head"], dropout=config["dropout"])
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            missing, unexpected = sorted(model.state_dict().keys() - state), sorted(state.keys() - model.state_dict())
+            raise ValueError(
+                f"{weights} does not fit the model described in {folder / CONFIG_FILE} "
+                f"(missing: {missing[:3]}, unexpected: {unexpected[:3]}, or tensors of other shapes): "
+                "config.json was edited or comes from another model; re-save the model."
+            ) from err
         return model.to(device or default_device()).eval()
+
+
+CONFIG_KEYS = ("backbone", "pooling", "normalize", "max_length", "tasks", "head", "dropout", "files")
+REQUIRED_FILES = (WEIGHTS_FILE, f"{BACKBONE_DIR}/config.json", f"{BACKBONE_DIR}/tokenizer_config.json")
+
+
+def read_config(folder: Path) -> dict:
+    """``config.json`` of a saved model, refused unless it has every key :meth:`MultiTaskModel.save` writes."""
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} has no {CONFIG_FILE}: pass the folder written by MultiTaskModel.save.")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): it is truncated or altered; re-save the model.") from err
+    if not isinstance(config, dict):
+        config = {}
+    missing = [repr(key) for key in CONFIG_KEYS if key not in config]
+    if not missing:
+        missing = [f"files[{name!r}]" for name in REQUIRED_FILES if name not in config["files"]]
+    if missing:
+        raise ValueError(
+            f"{path} lacks {', '.join(missing)} ('files' is the sha256 of every file the model needs): "
+            "the folder is incomplete, from an older mtlib or from elsewhere. Re-save the model with "
+            "MultiTaskModel.save, or train it again (python -m mtlib train writes a complete folder)."
+        )
+    return config
+
+
+def check_files(folder: Path, files: dict[str, str]) -> None:
+    """Raise naming the first file of the manifest that is missing or whose sha256 differs."""
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: the saved model is incomplete; copy the whole folder again or re-save it."
+            )
+        if sha256_of(path) != expected:
+            raise ValueError(
+                f"{path} does not match the sha256 in {folder / CONFIG_FILE}: it is truncated or altered; "
+                "copy the whole folder again or re-save the model."
+            )

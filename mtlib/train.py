@@ -10,7 +10,10 @@ import copy
 import csv
 import json
 import os
+import pickle
+import shutil
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,8 +27,15 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from mtlib.backbone import DEFAULT_BACKBONE
-from mtlib.data import Collator, LengthGroupedBatches, SentenceDataset, load_dataset, split_dataset
+from mtlib.backbone import DEFAULT_BACKBONE, sha256_of
+from mtlib.data import (
+    Collator,
+    LengthGroupedBatches,
+    SentenceDataset,
+    check_splits,
+    load_dataset,
+    split_dataset,
+)
 from mtlib.evaluate import evaluate_frame, task_metrics
 from mtlib.freezing import count_trainable, encoder_is_frozen, freeze, gradual_unfreeze, layerwise_param_groups
 from mtlib.losses import MultiTaskLoss, masked_cross_entropy
@@ -35,6 +45,10 @@ from mtlib.transfer import encoder_state, fit_linear_probe, interpolate_encoder
 SAMPLINGS = ("joint", "round_robin", "proportional", "temperature")
 METRICS_COLUMNS = ["epoch", "split", "task", "loss", "accuracy", "macro_f1", "n", "lr", "seconds", "trainable_params"]
 CHECKPOINT_FILE = "checkpoint.pt"
+RUN_FILES = ("metrics.csv", CHECKPOINT_FILE, "model", "test_metrics.json", "train_config.json")
+MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
+# a run folder may be moved and a data file renamed (its sha256 is compared instead); the rest must match
+MAY_CHANGE_ON_RESUME = ("resume", "progress", "overwrite", "output_dir", "data")
 
 
 @dataclass
@@ -52,11 +66,11 @@ class TrainConfig:
     gradual_unfreeze: int = 0  # > 0: unfreeze one more layer from the top every this many epochs (ULMFiT)
     layer_lr_decay: float = 1.0  # < 1: each lower layer's learning rate is multiplied by this once more
     linear_probe: bool = False  # LP-FT: fit the linear heads on the frozen encoder to convergence before training
-    wise_alpha: float = 1.0  # WiSE-FT: < 1 interpolates the trained encoder towards the pretrained one by this weight
+    wise_alpha: float = 1.0  # WiSE-FT: the trained encoder's share when averaged with the pretrained one; 1 = off
     epochs: int = 4  # passes over the training split
     batch_size: int = 32  # sentences per step (per process)
     lr: float = 1e-4  # peak learning rate of AdamW
-    head_lr: float | None = None  # learning rate of the heads; None: same as lr
+    head_lr: float | None = 1e-3  # learning rate of the heads (fresh, so faster than the encoder); None: same as lr
     weight_decay: float = 0.01  # AdamW decoupled weight decay, not on biases and LayerNorm
     warmup_ratio: float = 0.1  # share of steps with linearly rising learning rate, then linear decay to 0
     max_grad_norm: float = 1.0  # gradient clipping
@@ -71,6 +85,7 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto: bf16 on a GPU that supports it, else fp32 | no | bf16 | fp16
     resume: bool = False  # continue from output_dir/checkpoint.pt
     progress: bool = True  # tqdm progress bars
+    overwrite: bool = False  # replace a run already in output_dir; without it a new run there is refused
 
     def validate(self) -> None:
         if self.sampling not in SAMPLINGS:
@@ -89,12 +104,41 @@ class TrainConfig:
             )
         if self.linear_probe and self.head != "linear":
             raise ValueError(f"linear_probe=True needs head='linear', got head={self.head!r}.")
+        if self.resume and self.overwrite:
+            raise ValueError(
+                "resume=True and overwrite=True: resume continues the run in output_dir, overwrite replaces it; "
+                "pass one of them."
+            )
+        ranges = {
+            "patience": (self.patience >= 1, "a positive integer"),
+            "gradual_unfreeze": (self.gradual_unfreeze >= 0, "0 (off) or a positive integer"),
+            "dropout": (0 <= self.dropout < 1, "in [0, 1)"),
+            "warmup_ratio": (0 <= self.warmup_ratio <= 1, "in [0, 1]"),
+            "layer_lr_decay": (0 < self.layer_lr_decay <= 1, "in (0, 1]"),
+            "weight_decay": (self.weight_decay >= 0, "0 or more"),
+            "max_grad_norm": (self.max_grad_norm >= 0, "0 (off) or more"),
+            "temperature": (self.temperature > 0, "positive"),
+            "head_lr": (self.head_lr is None or self.head_lr > 0, "positive, or None for lr"),
+            "max_length": (self.max_length is None or self.max_length >= 1, "a positive integer, or None"),
+            "mixed_precision": (self.mixed_precision in MIXED_PRECISIONS, f"one of {MIXED_PRECISIONS}"),
+        }
+        for name, (ok, expected) in ranges.items():
+            if not ok:
+                raise ValueError(f"{name}={getattr(self, name)!r} should be {expected}.")
 
 
-def build_model(config: TrainConfig, device: torch.device | str | None = None) -> MultiTaskModel:
+def run_settings(config: TrainConfig) -> dict:
+    """The settings a resumed run must share with the run it continues (the data is compared by content)."""
+    return {k: v for k, v in asdict(config).items() if k not in MAY_CHANGE_ON_RESUME}
+
+
+def build_model(
+    config: TrainConfig, device: torch.device | str | None = None, tasks: dict[str, list[str]] | None = None
+) -> MultiTaskModel:
+    """A fresh model for ``config``; ``tasks`` (default: ``config.tasks``) picks the heads."""
     return MultiTaskModel.from_pretrained(
         config.backbone,
-        config.tasks,
+        config.tasks if tasks is None else tasks,
         pooling=config.pooling,
         head=config.head,
         dropout=config.dropout,
@@ -110,6 +154,78 @@ def subsample(frame: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
     labels = frame.drop(columns="text").fillna("<missing>").astype(str).agg("|".join, axis=1)
     keep = labels.groupby(labels).sample(frac=fraction, random_state=seed).index
     return frame.loc[sorted(keep)].reset_index(drop=True)
+
+
+def check_subsample(full: pd.DataFrame, part: pd.DataFrame, fraction: float, tasks: list[str]) -> None:
+    """Refuse a ``train_fraction`` that leaves no training rows, or none of some label, before training starts."""
+    strata = full.drop(columns="text").fillna("<missing>").astype(str).agg("|".join, axis=1)  # as in subsample
+    missing, needed = [], 0.0
+    for task in tasks:
+        for label in full[task].dropna().unique():
+            # round(fraction * n) rows of each stratum are kept: 1 / n keeps one row of the largest with this label
+            needed = max(needed, 1 / strata[full[task] == label].value_counts().max())
+            if not (part[task] == label).any():
+                missing.append(f"{task}={label!r}")
+    if missing:
+        lacks = f"0 training rows (of {len(full)})" if part.empty else f"no training rows with {', '.join(missing)}"
+        raise ValueError(f"train_fraction={fraction} leaves {lacks}; raise it to at least {needed:.3g}.")
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint's tensors and numbers (no pickled code), or one error if the file is damaged."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise ValueError(
+            f"{path} cannot be read ({type(err).__name__}): it is truncated or corrupt, perhaps from a full disk. "
+            "Start the run again with --overwrite (overwrite=True)."
+        ) from err
+    if not isinstance(state, dict) or not {"config", "data", "epoch", "model"} <= state.keys():
+        raise ValueError(
+            f"{path} does not record the run's settings (an older mtlib wrote it, or another program), so "
+            "it cannot be checked against this run. Start the run again with --overwrite (overwrite=True)."
+        )
+    return state
+
+
+def check_run_folder(config: TrainConfig, data_sha256: str) -> dict | None:
+    """The checkpoint to resume from, or ``None`` for a new run; one folder never mixes two runs.
+
+    A new run into a folder holding another is refused unless ``overwrite``; ``resume`` needs a
+    checkpoint written with the same settings and the same data.
+    """
+    out = Path(config.output_dir)
+    if not config.resume:
+        found = [name for name in RUN_FILES if (out / name).exists()]
+        if found and not config.overwrite:
+            raise ValueError(
+                f"output_dir={str(out)!r} already holds a run ({', '.join(found)}). Pass --resume (resume=True) "
+                "to continue it, --overwrite (overwrite=True) to replace it, or choose another output_dir."
+            )
+        return None
+    checkpoint = out / CHECKPOINT_FILE
+    if not checkpoint.is_file():
+        raise FileNotFoundError(
+            f"resume=True but {checkpoint} does not exist: no finished epoch to resume in {out}. "
+            "Train without --resume (with --overwrite if the folder holds an older run)."
+        )
+    if not (out / "metrics.csv").is_file():
+        raise FileNotFoundError(f"{out / 'metrics.csv'} is missing, so the run cannot be continued; use --overwrite.")
+    state = read_checkpoint(checkpoint)
+    old, new = state["config"], run_settings(config)
+    changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+    changes = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed]
+    if state["data"]["sha256"] != data_sha256:
+        changes.append(
+            f"data: {state['data']['path']!r} -> {config.data!r} "
+            f"(sha256 {state['data']['sha256'][:12]}... -> {data_sha256[:12]}...)"
+        )
+    if changes:
+        raise ValueError(
+            f"resume=True but the run in {out} was started with other settings: {'; '.join(changes)}. "
+            "Resume with the original settings, or start a new run (--overwrite or another output_dir)."
+        )
+    return state
 
 
 def get_dataloaders(
@@ -129,13 +245,13 @@ def get_dataloaders(
     if config.sampling == "joint":
         per_task = {"joint": train}
     else:
-        per_task = {task: train[train[task].notna()][["text", task]] for task in config.tasks if task in train}
+        per_task = {task: train[train[task].notna()][["text", task]] for task in model.tasks if task in train}
     train_loaders = {}
     for name, frame in per_task.items():
         batches = LengthGroupedBatches(frame["text"].str.len().tolist(), config.batch_size, seed=config.seed)
-        dataset = SentenceDataset(frame, config.tasks if name == "joint" else {name: config.tasks[name]}, embed(frame))
+        dataset = SentenceDataset(frame, model.tasks if name == "joint" else {name: model.tasks[name]}, embed(frame))
         train_loaders[name] = DataLoader(dataset, batch_sampler=batches, collate_fn=collate)
-    validation = SentenceDataset(splits["validation"], config.tasks, embed(splits["validation"]))
+    validation = SentenceDataset(splits["validation"], model.tasks, embed(splits["validation"]))
     return train_loaders, DataLoader(validation, batch_size=128, collate_fn=collate)
 
 
@@ -198,7 +314,8 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
     """Train, early-stop on mean validation macro-F1, test the best weights once, and save.
 
     Writes ``metrics.csv`` (one row per epoch, split and task), ``test_metrics.json``,
-    ``model/`` and ``checkpoint.pt`` to ``config.output_dir``.
+    ``model/`` and ``checkpoint.pt`` to ``config.output_dir``. Every setting, the data and the
+    output folder are checked before the model is built; a task without labels in the data is left out.
 
     Returns:
         The model with the best weights, and its test metrics per task (empty outside the main process).
@@ -210,16 +327,33 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
             precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
         accelerator = Accelerator(mixed_precision=precision)
     out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     checkpoint_path, metrics_path = out / CHECKPOINT_FILE, out / "metrics.csv"
 
-    # 1) data: the same seeded split in every process
-    splits = split_dataset(load_dataset(config.data, config.tasks), seed=config.seed)
-    splits["train"] = subsample(splits["train"], config.train_fraction, config.seed)
+    # 1) data: the same seeded split in every process, checked before anything is written
+    frame = load_dataset(config.data, config.tasks)
+    splits = split_dataset(frame, seed=config.seed)
+    labelled = check_splits(splits, config.data)
+    tasks = {task: labels for task, labels in config.tasks.items() if task in labelled}
+    if unlabelled := [task for task in frame.columns if task != "text" and task not in tasks]:
+        warnings.warn(f"{config.data}: no labels in column(s) {unlabelled}; training {list(tasks)} only.", stacklevel=2)
+    full_train = splits["train"]
+    splits["train"] = subsample(full_train, config.train_fraction, config.seed)
+    check_subsample(full_train, splits["train"], config.train_fraction, list(tasks))
+    data_sha256 = sha256_of(config.data)
+    state = check_run_folder(config, data_sha256)
+    accelerator.wait_for_everyone()  # every process has checked the folder before the main one changes it
+    if accelerator.is_main_process:
+        if config.overwrite:
+            for path in (out / name for name in RUN_FILES):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
 
     # 2) model, built after seeding so the seed also fixes the heads' initial weights
     set_seed(config.seed)
-    model = build_model(config, accelerator.device)
+    model = build_model(config, accelerator.device, tasks)
     freeze(model, config.freeze)
     pretrained = encoder_state(model.encoder) if config.wise_alpha < 1 else None
     if config.linear_probe:
@@ -237,7 +371,8 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
     batch_samplers = {name: loader.batch_sampler for name, loader in train_loaders.items()}
 
     # 3) loss weighting, optimizer and schedule
-    criterion = MultiTaskLoss(list(config.tasks), weighting=config.loss_weighting, weights=config.task_weights)
+    weights = {t: w for t, w in config.task_weights.items() if t in tasks} if config.task_weights else None
+    criterion = MultiTaskLoss(list(tasks), weighting=config.loss_weighting, weights=weights)
     groups = layerwise_param_groups(model, config.lr, decay=config.layer_lr_decay, weight_decay=config.weight_decay)
     head_params = {id(p) for p in model.heads.parameters()}
     for group in groups:
@@ -275,8 +410,7 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
 
     # 5) resume: weights, optimizer, schedule and early-stopping state of the last finished epoch
     start_epoch, best_score, best_state, bad_epochs = 0, -1.0, None, 0
-    if config.resume and checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    if state is not None:  # read and checked against this run's settings and data in step 1
         raw_model.load_state_dict(state["model"])
         criterion.load_state_dict(state["criterion"])
         if trains:
@@ -314,8 +448,8 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
             sizes, config.sampling, temperature=config.temperature, rng=np.random.default_rng([config.seed, epoch])
         )
         iterators = {name: endless(loader) for name, loader in train_loaders.items()}
-        loss_sum = torch.zeros(len(config.tasks), device=accelerator.device)
-        loss_count = torch.zeros(len(config.tasks), device=accelerator.device)
+        loss_sum = torch.zeros(len(tasks), device=accelerator.device)
+        loss_count = torch.zeros(len(tasks), device=accelerator.device)
         for name in tqdm(
             schedule, desc=f"epoch {epoch}", disable=not (config.progress and accelerator.is_main_process)
         ):
@@ -333,14 +467,14 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            for i, task in enumerate(config.tasks):
+            for i, task in enumerate(tasks):
                 if task in losses:
                     loss_sum[i] += losses[task].detach()
                     loss_count[i] += 1
         loss_sum, loss_count = accelerator.reduce(loss_sum), accelerator.reduce(loss_count)
 
         # 7) validation, one CSV row per split and task, flushed as written
-        val = evaluate_loader(model, val_loader, config.tasks, accelerator)
+        val = evaluate_loader(model, val_loader, tasks, accelerator)
         seconds = time.perf_counter() - started
         lr = max(scheduler.get_last_lr()) if trains else 0.0  # the heads' rate when layer rates differ
         trainable = count_trainable(raw_model)
@@ -357,7 +491,7 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
                 seconds,
                 trainable,
             ]
-            for i, task in enumerate(config.tasks)
+            for i, task in enumerate(tasks)
         ]
         rows += [
             [epoch, "validation", task, m["loss"], m["accuracy"], m["macro_f1"], m["n"], lr, seconds, trainable]
@@ -389,6 +523,8 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
                     "best_score": best_score,
                     "best_model": best_state,
                     "bad_epochs": bad_epochs,
+                    "config": run_settings(config),
+                    "data": {"path": config.data, "sha256": data_sha256},
                 },
             )
         accelerator.wait_for_everyone()
