@@ -33,6 +33,7 @@ from mtlib.transfer import encoder_state, interpolate_encoder
 
 DATA, OUT_OF_STYLE = "data/sentences.csv", "data/out_of_style.csv"
 RESULTS = Path(__file__).parent / "results" / "recipes"
+OUT_OF_STYLE_SETS = {"out-of-style dev": "dev", "out-of-style test": "test"}  # never trained on
 SEEDS = (0, 1, 2)
 # The first release's recipe, pinned here so the comparison does not move when TrainConfig's defaults do.
 FIRST_RELEASE = {
@@ -57,10 +58,8 @@ BASELINES = {
 def evaluation_sets(seed: int) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """The training split of ``seed`` and the three sets every model is scored on."""
     splits = split_dataset(load_dataset(DATA, DEFAULT_TASKS), seed=seed)
-    return splits["train"], {
-        "shipped test": splits["test"],
-        "out-of-style dev": load_half(OUT_OF_STYLE, DEFAULT_TASKS, "dev"),
-        "out-of-style test": load_half(OUT_OF_STYLE, DEFAULT_TASKS, "test"),
+    return splits["train"], {"shipped test": splits["test"]} | {
+        name: load_half(OUT_OF_STYLE, DEFAULT_TASKS, half) for name, half in OUT_OF_STYLE_SETS.items()
     }
 
 
@@ -85,7 +84,7 @@ def model_scores(model, sets: dict[str, pd.DataFrame]) -> dict:
 
 
 def run_recipe(name: str, seed: int) -> list[dict]:
-    train_rows, sets = evaluation_sets(seed)
+    _, sets = evaluation_sets(seed)
     config = TrainConfig(
         data=DATA, output_dir=f"runs/recipes/{slug(name)}/seed{seed}", seed=seed, progress=False, overwrite=True,
         **(FIRST_RELEASE | RECIPES[name]),
@@ -184,7 +183,7 @@ def paired_bootstrap(records: list[dict], a: str, b: str, set_name: str, task: s
     happened to be in the set; the seeds' spread is in the table beside it.
     """
     labels = DEFAULT_TASKS[task]
-    frame = evaluation_sets(0)[1][set_name]
+    frame = load_half(OUT_OF_STYLE, DEFAULT_TASKS, OUT_OF_STYLE_SETS[set_name])  # the same rows for every seed
     y = frame[task].map(labels.index).to_numpy()
     by_seed = {}
     for r in records:
@@ -201,7 +200,7 @@ def paired_bootstrap(records: list[dict], a: str, b: str, set_name: str, task: s
 
 def by_register(records: list[dict], names: list[str]) -> str:
     """Out-of-style test per register: topic accuracy (one topic dominates some registers) and sentiment macro-F1."""
-    frame = evaluation_sets(0)[1]["out-of-style test"]
+    frame = load_half(OUT_OF_STYLE, DEFAULT_TASKS, "test")
     registers = pd.read_csv(OUT_OF_STYLE, dtype=str, keep_default_na=False).query("split == 'test'")["register"]
     rows = []
     for r in (r for r in records if r["recipe"] in names):
