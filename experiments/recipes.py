@@ -46,6 +46,7 @@ RECIPES = {
     "bottom 3 layers frozen": {"freeze": "layers:3"},
     "2 epochs": {"epochs": 2},
     "heads at lr 1e-3": {"head_lr": 1e-3},
+    "heads at lr 1e-3, bf16 autocast": {"head_lr": 1e-3, "mixed_precision": "bf16"},
 }
 WISE_FROM = ("full fine-tuning", "LP-FT")  # recipes whose models are also interpolated
 WISE_ALPHAS = (0.25, 0.5, 0.75)
