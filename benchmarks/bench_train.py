@@ -13,18 +13,20 @@ import time
 import pandas as pd
 from common import peak_rss_mb, save
 
-from mtlib.data import load_dataset, split_dataset
-from mtlib.train import TrainConfig, subsample, train
+from mtlib.config import ModelConfig
+from mtlib.data import load_dataset, split_dataset, subsample
+from mtlib.train import TrainConfig, train
 
 
 def training_rows(config: TrainConfig) -> int:
     """Sentences in one training epoch: the same split and subsample that ``train`` makes."""
-    splits = split_dataset(load_dataset(config.data, config.tasks), seed=config.seed)
+    splits = split_dataset(load_dataset(config.data, config.model.tasks), seed=config.seed)
     return len(subsample(splits["train"], config.train_fraction, config.seed))
 
 
-def run(name: str, out: str, **settings) -> dict:
-    config = TrainConfig(output_dir=f"{out}/{name}", progress=False, **settings)
+def run(name: str, out: str, *, backbone: str, max_length: int | None = None, **settings) -> dict:
+    model = ModelConfig(backbone=backbone, max_length=max_length)
+    config = TrainConfig(output_dir=f"{out}/{name}", model=model, progress=False, **settings)
     started = time.perf_counter()
     train(config)
     total = time.perf_counter() - started

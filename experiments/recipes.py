@@ -95,7 +95,7 @@ def run_recipe(name: str, seed: int) -> list[dict]:
     seconds = time.perf_counter() - started
     records = [{"recipe": name, "seed": seed, "train_seconds": seconds, "scores": model_scores(model, sets)}]
     if name in WISE_FROM:
-        pretrained = encoder_state(SentenceEncoder.from_pretrained(config.backbone))
+        pretrained = encoder_state(SentenceEncoder.from_pretrained(config.model.backbone))
         fine_tuned = encoder_state(model.encoder)
         for alpha in WISE_ALPHAS:
             model.encoder.load_state_dict(fine_tuned)
@@ -109,7 +109,7 @@ def run_recipe(name: str, seed: int) -> list[dict]:
 
 def run_baselines(seed: int) -> list[dict]:
     train_rows, sets = evaluation_sets(seed)
-    encoder = SentenceEncoder.from_pretrained(TrainConfig().backbone)
+    encoder = SentenceEncoder.from_pretrained(TrainConfig().model.backbone)
     records = []
     def features(kind: str, frame: pd.DataFrame) -> np.ndarray:
         if kind == "tfidf_logreg":

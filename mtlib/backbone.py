@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import huggingface_hub
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.utils import logging as hf_hub_logging
+from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
@@ -165,3 +167,39 @@ def _load(source: str, *, local_files_only: bool) -> tuple[PreTrainedTokenizerBa
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
     model = AutoModel.from_pretrained(source, local_files_only=local_files_only)
     return tokenizer, model
+
+
+# Where each backbone family keeps its parts: (token embeddings, transformer blocks bottom first, unused pooler).
+# Freezing, layer-wise learning rates and the encoder read them from here alone: a new family is one line.
+BACKBONE_LAYOUTS = {
+    "bert": ("embeddings", "encoder.layer", "pooler"),
+    "roberta": ("embeddings", "encoder.layer", "pooler"),
+    "xlm-roberta": ("embeddings", "encoder.layer", "pooler"),
+    "mpnet": ("embeddings", "encoder.layer", "pooler"),
+    "distilbert": ("embeddings", "transformer.layer", None),
+}
+
+
+@dataclass
+class BackboneParts:
+    embeddings: nn.Module  # token (and position) embeddings, below the first layer
+    layers: nn.ModuleList  # the transformer blocks, bottom first
+
+
+def backbone_parts(transformer: PreTrainedModel) -> BackboneParts:
+    """The embeddings and transformer blocks of a backbone, found through :data:`BACKBONE_LAYOUTS`."""
+    family = transformer.config.model_type
+    if family not in BACKBONE_LAYOUTS:
+        raise ValueError(
+            f"backbone family {family!r} ({type(transformer).__name__}) is not in BACKBONE_LAYOUTS "
+            f"{sorted(BACKBONE_LAYOUTS)}: add where its embeddings and layers are to mtlib/backbone.py."
+        )
+    embeddings, layers, _ = BACKBONE_LAYOUTS[family]
+    return BackboneParts(transformer.get_submodule(embeddings), transformer.get_submodule(layers))
+
+
+def drop_pooler(transformer: PreTrainedModel) -> None:
+    """Remove the [CLS] pooler a family adds on top: pooling replaces it, so it would only hold dead weights."""
+    pooler = BACKBONE_LAYOUTS.get(transformer.config.model_type, (None, None, None))[2]
+    if pooler is not None and getattr(transformer, pooler, None) is not None:
+        setattr(transformer, pooler, None)

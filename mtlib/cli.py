@@ -1,5 +1,8 @@
 """Command line: ``python -m mtlib {embed,train,evaluate,predict,baselines} ...``.
 
+``train`` has one option per field of ``TrainConfig`` and its ``ModelConfig``, generated from the
+dataclasses, with the field's comment as help; ``--config FILE`` (JSON or YAML) supplies any of them.
+``--model`` is always a folder saved by ``MultiTaskModel.save``; ``--backbone`` a pretrained encoder.
 Bad arguments and bad files end in one line on stderr and exit status 2, never a traceback.
 """
 
@@ -7,18 +10,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
+import re
 import sys
+import types
+import typing
 import warnings
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from mtlib.backbone import DEFAULT_BACKBONE
+from mtlib.config import ModelConfig, TrainConfig
 from mtlib.data import DataError
 from mtlib.encoder import POOLING_MODES
-from mtlib.losses import LOSS_WEIGHTINGS
-from mtlib.train import SAMPLINGS, TrainConfig
 
 
 def read_sentences(args: argparse.Namespace) -> list[str]:
@@ -53,10 +60,14 @@ def npy_path(output: str) -> Path:
 
 def cmd_embed(args: argparse.Namespace) -> None:
     from mtlib.encoder import SentenceEncoder
+    from mtlib.model import MultiTaskModel
 
     sentences = read_sentences(args)
     output = npy_path(args.output) if args.output else None
-    encoder = SentenceEncoder.from_pretrained(args.model, pooling=args.pooling)
+    if args.model:  # the fine-tuned encoder of a saved model, with the pooling it was trained with
+        encoder = MultiTaskModel.load(args.model).encoder
+    else:
+        encoder = SentenceEncoder.from_pretrained(args.backbone, pooling=args.pooling)
     embeddings = encoder.encode(sentences, batch_size=args.batch_size, normalize=True)
     print(f"embeddings: {tuple(embeddings.shape)}")
     if output:
@@ -67,11 +78,64 @@ def cmd_embed(args: argparse.Namespace) -> None:
     print(np.asarray(embeddings @ embeddings.T))
 
 
+def field_help(cls: type) -> dict[str, str]:
+    """Each field's end-of-line comment in the dataclass's source: the help of its option."""
+    return dict(re.findall(r"^    (\w+): [^#\n]*#\s*(.*)$", inspect.getsource(cls), flags=re.MULTILINE))
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--field-name`` option per field of ``cls`` (and of a nested dataclass), typed by its annotation.
+
+    Options not given stay out of the namespace, so a ``--config`` file or the dataclass default applies.
+    """
+    hints, comments = typing.get_type_hints(cls), field_help(cls)
+    for field in dataclasses.fields(cls):
+        kind = hints[field.name]
+        if dataclasses.is_dataclass(kind):
+            add_dataclass_options(parser.add_argument_group(f"{kind.__name__} ({field.name})"), kind)
+            continue
+        if isinstance(kind, types.UnionType):  # X | None: X
+            kind = next(k for k in typing.get_args(kind) if k is not type(None))
+        default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+        options = {"help": f"{comments.get(field.name, '')} (default: {default!r})", "default": argparse.SUPPRESS}
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            options["type"] = json.loads if typing.get_origin(kind) is dict else kind
+        parser.add_argument(f"--{field.name.replace('_', '-')}", **options)
+
+
+def read_config_file(path: str) -> dict:
+    """Settings from a JSON or YAML file: flat, or nested as ``train_config.json`` writes them."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--config {path}: no such file.")
+    try:
+        values = yaml.safe_load(Path(path).read_text(encoding="utf-8"))  # YAML reads JSON too
+    except yaml.YAMLError as err:
+        raise ValueError(f"--config {path} is neither JSON nor YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {path} should hold a mapping of setting names to values, e.g. epochs: 2.")
+    nested = values.pop("model", {})
+    return values | nested
+
+
+def make_train_config(args: argparse.Namespace) -> TrainConfig:
+    """File values, then command-line options over them, split between ``TrainConfig`` and ``ModelConfig``."""
+    values = (read_config_file(args.config) if args.config else {}) | {
+        k: v for k, v in vars(args).items() if k not in ("config", "run", "command")
+    }
+    model_keys = {f.name for f in dataclasses.fields(ModelConfig)}
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)} - {"model"}
+    if unknown := sorted(values.keys() - model_keys - train_keys):
+        raise ValueError(f"--config {args.config}: unknown settings {unknown}; see python -m mtlib train --help.")
+    model = ModelConfig(**{k: v for k, v in values.items() if k in model_keys})
+    return TrainConfig(model=model, **{k: v for k, v in values.items() if k in train_keys})
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from mtlib.train import train
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    config = make_train_config(args)
     _, test = train(config)
     print(json.dumps({task: {k: round(m[k], 4) for k in ("accuracy", "macro_f1")} for task, m in test.items()}))
     print(f"results in {config.output_dir}: metrics.csv, test_metrics.json, model/")
@@ -84,7 +148,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     model = MultiTaskModel.load(args.model)
     frame = load_half(args.data, model.tasks, args.split) if args.split else load_dataset(args.data, model.tasks)
-    results = evaluate_frame(model, frame, batch_size=args.batch_size)
+    results = evaluate_frame(model, frame, batch_size=args.batch_size, precision=args.mixed_precision)
     text = json.dumps(results, indent=2)
     if args.output:
         Path(args.output).write_text(text + "\n")
@@ -111,7 +175,7 @@ def cmd_baselines(args: argparse.Namespace) -> None:
     splits = split_dataset(load_dataset(args.data, DEFAULT_TASKS), seed=args.seed)
     tasks = {task: DEFAULT_TASKS[task] for task in check_splits(splits, args.data)}  # the tasks with labels
     other = {"train": splits["train"], "test": load_half(args.out_of_style, tasks, "test")} if args.out_of_style else {}
-    encoder = SentenceEncoder.from_pretrained(args.model)
+    encoder = SentenceEncoder.from_pretrained(args.backbone)
     tables = {"test": run_baselines(splits, tasks, encoder=encoder)}
     if other:
         tables["out-of-style test"] = run_baselines(other, tasks, encoder=encoder)
@@ -119,6 +183,10 @@ def cmd_baselines(args: argparse.Namespace) -> None:
     if args.output:
         table.to_csv(args.output, index=False)
     print(table.round(4).to_string(index=False))
+
+
+MODEL_HELP = "folder written by MultiTaskModel.save (python -m mtlib train writes RUN/model)"
+BACKBONE_HELP = "pretrained encoder: Hugging Face id, alias (minilm) or folder"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,58 +197,38 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("sentences", nargs="*")
     embed.add_argument("--input", help="file with one sentence a line, - for stdin")
     embed.add_argument("--output", help="save the embeddings as a .npy file")
-    embed.add_argument("--model", default=DEFAULT_BACKBONE, help="backbone id, alias (minilm) or folder")
-    embed.add_argument("--pooling", default="mean", choices=POOLING_MODES)
+    source = embed.add_mutually_exclusive_group()
+    source.add_argument("--model", help=f"embed with the fine-tuned encoder of a saved model: {MODEL_HELP}")
+    source.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"{BACKBONE_HELP} (default: %(default)s)")
+    embed.add_argument("--pooling", default="mean", choices=POOLING_MODES, help="with --backbone (default: mean)")
     embed.add_argument("--batch-size", type=int, default=64)
     embed.set_defaults(run=cmd_embed)
 
-    train = commands.add_parser("train", help="train the multi-task model")
-    train.add_argument("--data", required=True)
-    train.add_argument("--output-dir", required=True)
-    train.add_argument("--backbone")
-    train.add_argument("--pooling", choices=POOLING_MODES)
-    train.add_argument("--head", choices=("linear", "mlp"))
-    train.add_argument("--freeze", help="none | all | backbone | head:<task> | layers:<k>")
-    train.add_argument("--gradual-unfreeze", type=int, help="unfreeze one more layer every N epochs")
-    train.add_argument("--layer-lr-decay", type=float, help="< 1: each lower layer's learning rate times this")
-    train.add_argument(
-        "--linear-probe", action="store_true", default=None, help="fit the heads on the frozen encoder first (LP-FT)"
-    )
-    train.add_argument(
-        "--wise-alpha", type=float, help="< 1: interpolate the trained encoder towards the pretrained one (WiSE-FT)"
-    )
-    train.add_argument("--head-lr", type=float, help="learning rate of the heads (default 1e-3)")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS)
-    train.add_argument("--sampling", choices=SAMPLINGS)
-    train.add_argument("--seed", type=int)
-    train.add_argument("--train-fraction", type=float)
-    train.add_argument("--resume", action="store_true", default=None, help="continue the run in --output-dir")
-    train.add_argument(
-        "--overwrite", action="store_true", default=None, help="replace a run already in --output-dir"
-    )
+    train = commands.add_parser("train", help="train the multi-task model (every TrainConfig field is an option)")
+    train.add_argument("--config", help="JSON or YAML file of settings (train_config.json of a run works); "
+                       "options given here override it")
+    add_dataclass_options(train, TrainConfig)
     train.set_defaults(run=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="score a saved model on a labelled CSV")
-    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--model", required=True, help=MODEL_HELP)
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--split", help="score only the rows whose split column has this value (dev or test)")
     evaluate.add_argument("--output")
-    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--batch-size", type=int, default=128)
+    evaluate.add_argument("--mixed-precision", default="auto", help="as TrainConfig.mixed_precision")
     evaluate.set_defaults(run=cmd_evaluate)
 
     predict = commands.add_parser("predict", help="label sentences with a saved model, one JSON line each")
     predict.add_argument("sentences", nargs="*")
-    predict.add_argument("--model", required=True)
+    predict.add_argument("--model", required=True, help=MODEL_HELP)
     predict.add_argument("--input", help="file with one sentence a line, - for stdin")
     predict.add_argument("--batch-size", type=int, default=64)
     predict.set_defaults(run=cmd_predict)
 
     baselines = commands.add_parser("baselines", help="majority, TF-IDF and frozen-embedding baselines")
     baselines.add_argument("--data", required=True)
-    baselines.add_argument("--model", default=DEFAULT_BACKBONE, help="backbone for the embedding baseline")
+    baselines.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"for the embedding baseline: {BACKBONE_HELP}")
     baselines.add_argument("--seed", type=int, default=0)
     baselines.add_argument("--out-of-style", help="also score on the test half of this file (data/out_of_style.csv)")
     baselines.add_argument("--output", help="save the table as CSV")

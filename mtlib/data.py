@@ -12,18 +12,24 @@ import io
 import itertools
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    from mtlib.config import TrainConfig
+    from mtlib.model import MultiTaskModel
 
 IGNORE_INDEX = -100  # label id of a missing label; cross_entropy skips it
 SPLITS = ("train", "validation", "test")
+EVAL_BATCH_SIZE = 128  # sentences per batch when scoring: validation, test and the evaluate command
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
 OUT_OF_STYLE_HALVES = ("dev", "test")  # the split column of data/out_of_style.csv
 
@@ -320,6 +326,12 @@ class LengthGroupedBatches:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def state_dict(self) -> dict:  # checkpointed through Accelerator.register_for_checkpointing
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = state["epoch"]
+
     def __len__(self) -> int:
         return -(-len(self.lengths) // self.batch_size)
 
@@ -333,3 +345,88 @@ class LengthGroupedBatches:
             batches += [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
         for i in rng.permutation(len(batches)):
             yield [int(j) for j in batches[i]]
+
+
+def subsample(frame: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """A stratified share of the rows, for learning curves; the same rows for the same seed."""
+    if fraction >= 1:
+        return frame
+    labels = frame.drop(columns="text").fillna("<missing>").astype(str).agg("|".join, axis=1)
+    keep = labels.groupby(labels).sample(frac=fraction, random_state=seed).index
+    return frame.loc[sorted(keep)].reset_index(drop=True)
+
+
+def check_subsample(full: pd.DataFrame, part: pd.DataFrame, fraction: float, tasks: list[str]) -> None:
+    """Refuse a ``train_fraction`` that leaves no training rows, or none of some label, before training starts."""
+    strata = full.drop(columns="text").fillna("<missing>").astype(str).agg("|".join, axis=1)  # as in subsample
+    missing, needed = [], 0.0
+    for task in tasks:
+        for label in full[task].dropna().unique():
+            # round(fraction * n) rows of each stratum are kept: 1 / n keeps one row of the largest with this label
+            needed = max(needed, 1 / strata[full[task] == label].value_counts().max())
+            if not (part[task] == label).any():
+                missing.append(f"{task}={label!r}")
+    if missing:
+        lacks = f"0 training rows (of {len(full)})" if part.empty else f"no training rows with {', '.join(missing)}"
+        raise ValueError(f"train_fraction={fraction} leaves {lacks}; raise it to at least {needed:.3g}.")
+
+
+def get_dataloaders(
+    model: MultiTaskModel, splits: dict[str, pd.DataFrame], config: TrainConfig, *, cache: bool, precision: str
+) -> tuple[dict[str, DataLoader], dict[str, DataLoader]]:
+    """Training loaders (one per task, or a single ``joint`` one) and the validation and test loaders.
+
+    With ``cache``, the frozen encoder embeds every sentence once, in ``precision``, and the loaders carry vectors.
+    """
+    collate = Collator(model.encoder.tokenizer, model.encoder.max_length, pad_to_max_length=config.pad_to_max_length)
+
+    def dataset(frame: pd.DataFrame, tasks: dict[str, list[str]]) -> SentenceDataset:
+        vectors = None
+        if cache:
+            texts = frame["text"].tolist()
+            vectors = model.encoder.encode(texts, batch_size=128, show_progress=config.progress, precision=precision)
+        return SentenceDataset(frame, tasks, vectors)
+
+    train = splits["train"]
+    if config.sampling == "joint":
+        per_task = {"joint": train}
+    else:
+        per_task = {task: train[train[task].notna()][["text", task]] for task in model.tasks if task in train}
+    train_loaders = {}
+    for name, frame in per_task.items():
+        batches = LengthGroupedBatches(frame["text"].str.len().tolist(), config.batch_size, seed=config.seed)
+        tasks = model.tasks if name == "joint" else {name: model.tasks[name]}
+        train_loaders[name] = DataLoader(dataset(frame, tasks), batch_sampler=batches, collate_fn=collate)
+    eval_loaders = {
+        name: DataLoader(dataset(splits[name], model.tasks), batch_size=EVAL_BATCH_SIZE, collate_fn=collate)
+        for name in ("validation", "test")
+    }
+    return train_loaders, eval_loaders
+
+
+def task_schedule(sizes: dict[str, int], sampling: str, *, temperature: float, rng: np.random.Generator) -> list[str]:
+    """Which task's loader feeds each step of an epoch of ``sum(sizes)`` steps.
+
+    ``round_robin`` takes tasks in turn until each runs out; ``proportional`` shuffles every
+    task's batches together; ``temperature`` draws with probability ``size ** (1 / T)``
+    (T=1 is proportional, large T is uniform), restarting a task's loader when it runs out.
+    """
+    if not temperature > 0:
+        raise ValueError(
+            f"temperature={temperature!r} should be a positive number: sampling probabilities are "
+            "size ** (1 / temperature); use 1 for proportional sampling, a large value for uniform."
+        )
+    tasks = list(sizes)
+    if sampling in ("joint", "round_robin"):
+        rounds = [[t for t in tasks if sizes[t] > r] for r in range(max(sizes.values()))]
+        return [t for round_ in rounds for t in round_]
+    if sampling == "proportional":
+        return [tasks[i] for i in rng.permutation(np.repeat(np.arange(len(tasks)), [sizes[t] for t in tasks]))]
+    p = np.array([sizes[t] for t in tasks], dtype=float) ** (1 / temperature)
+    return [tasks[i] for i in rng.choice(len(tasks), size=sum(sizes.values()), p=p / p.sum())]
+
+
+def endless(loader: DataLoader) -> Iterator[dict]:
+    """Restart ``loader`` whenever it runs out (a task drawn more often than it has batches)."""
+    while True:
+        yield from loader

@@ -12,24 +12,15 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from mtlib.backbone import DEFAULT_BACKBONE, load_backbone, trained_max_length
+from mtlib.backbone import DEFAULT_BACKBONE, drop_pooler, load_backbone, trained_max_length
+from mtlib.precision import AUTOCAST_DTYPES, resolve_precision
 
 POOLING_MODES = ("mean", "cls", "max", "attention")
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def default_device() -> torch.device:
     """The first CUDA GPU when there is one, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """``auto`` means bf16 autocast on a GPU that supports it and fp32 elsewhere."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} is not valid. Valid precisions are: {PRECISIONS}.")
-    if precision == "auto":
-        return device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return precision == "bf16"
 
 
 class Pooling(nn.Module):
@@ -82,10 +73,7 @@ class SentenceEncoder(nn.Module):
         backbone: str = DEFAULT_BACKBONE,
     ) -> None:
         super().__init__()
-        if getattr(transformer, "pooler", None) is not None:
-            # BERT's [CLS] pooler is never used here (Pooling replaces it); dropping it keeps the
-            # trainable-parameter counts honest and its weights out of the optimiser.
-            transformer.pooler = None
+        drop_pooler(transformer)  # keeps the trainable-parameter counts honest and dead weights out of the optimiser
         self.transformer = transformer
         self.tokenizer = tokenizer
         self.pooling = Pooling(transformer.config.hidden_size, pooling)
@@ -148,14 +136,14 @@ class SentenceEncoder(nn.Module):
             batch_size: Sentences per forward pass.
             normalize: L2-normalise the vectors; ``None`` keeps the encoder's setting.
             show_progress: Progress bar; ``None`` shows it for more than 1,000 sentences.
-            precision: ``fp32``, ``bf16`` (autocast; 1.6 to 1.8 times fp32 on a 2-core CPU with bf16 support), or
-                ``auto``: bf16 on a GPU that supports it, fp32 elsewhere.
+            precision: ``fp32``, ``bf16`` or ``fp16`` (autocast), or ``auto``: bf16 on a GPU that supports it,
+                fp32 elsewhere; see :func:`mtlib.precision.resolve_precision`. Training passes its own setting.
 
         Returns:
             A float32 CPU tensor of shape ``(len(sentences), hidden_size)``.
         """
         check_sentences(sentences)
-        bf16 = use_bf16(precision, self.device)
+        dtype = AUTOCAST_DTYPES.get(resolve_precision(precision, self.device))
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} should be a positive integer.")
         if not sentences:
@@ -170,7 +158,7 @@ class SentenceEncoder(nn.Module):
         chunks = []
         for start in tqdm(range(0, len(order), batch_size), disable=not show, desc="encode"):
             input_ids, attention_mask = self._pad([token_ids[i] for i in order[start : start + batch_size]])
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
                 # results stay on the device until the end: no synchronisation per batch on a GPU
                 chunks.append(self.pool(input_ids, attention_mask).float())
         self.train(was_training)
@@ -179,7 +167,6 @@ class SentenceEncoder(nn.Module):
         if self.normalize if normalize is None else normalize:
             embeddings = nn.functional.normalize(embeddings, p=2, dim=-1)
         return embeddings
-
 
     def _pad(self, token_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-pad token id lists into ``(B, T)`` ids and attention mask on the encoder's device."""

@@ -1,6 +1,7 @@
-"""Metrics per task: accuracy, macro-F1, per-class precision/recall/F1 and confusion matrices.
+"""Metrics per task: loss, accuracy, macro-F1, per-class precision/recall/F1 and confusion matrices.
 
-Used by the training loop, the ``evaluate`` command and ``notebooks/04_training_loop.ipynb``.
+One path scores validation, test and the ``evaluate`` command: :func:`evaluate_loader`, on Accelerate,
+in the run's precision. Used by the training loop and ``notebooks/04_training_loop.ipynb``.
 """
 
 from __future__ import annotations
@@ -9,9 +10,13 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import torch
+from accelerate import Accelerator
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+from torch.utils.data import DataLoader
 
-from mtlib.data import IGNORE_INDEX, DataError
+from mtlib.data import EVAL_BATCH_SIZE, IGNORE_INDEX, Collator, DataError, SentenceDataset
+from mtlib.precision import make_accelerator
 
 
 def task_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str], *, full: bool = False) -> dict:
@@ -44,8 +49,37 @@ def task_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[
     return metrics
 
 
-def evaluate_frame(model, frame: pd.DataFrame, *, batch_size: int = 64) -> dict[str, dict]:
-    """Full metrics for each task of the model that has labelled rows in ``frame``.
+@torch.no_grad()
+def evaluate_loader(
+    model, loader: DataLoader, tasks: dict[str, list[str]], accelerator: Accelerator, *, full: bool = False
+) -> dict[str, dict]:
+    """Loss and :func:`task_metrics` per task over a whole split, each row counted once across processes.
+
+    ``model`` and ``loader`` come from ``accelerator.prepare``, so autocast follows the run's precision.
+    """
+    model.eval()
+    outputs: dict[str, list[torch.Tensor]] = {task: [] for task in tasks}
+    for batch in loader:
+        logits = model(**batch)
+        for task in tasks:
+            labels = batch[f"labels_{task}"]
+            row_loss = torch.nn.functional.cross_entropy(logits[task].float(), labels.clamp(min=0), reduction="none")
+            # gather_for_metrics drops the rows duplicated to even out the last batch across processes.
+            rows = torch.stack([labels, logits[task].argmax(-1), row_loss], dim=1)  # (B, 3)
+            outputs[task].append(accelerator.gather_for_metrics(rows).cpu())
+    results = {}
+    for task, labels in tasks.items():
+        y_true, y_pred, row_loss = torch.cat(outputs[task]).T
+        has_label = y_true >= 0
+        metrics = task_metrics(y_true.long().tolist(), y_pred.long().tolist(), labels, full=full)
+        results[task] = {"loss": float(row_loss[has_label].mean()) if has_label.any() else float("nan"), **metrics}
+    return results
+
+
+def evaluate_frame(
+    model, frame: pd.DataFrame, *, batch_size: int = EVAL_BATCH_SIZE, precision: str = "auto"
+) -> dict[str, dict]:
+    """Full metrics for each task of the model that has labelled rows in ``frame``, through :func:`evaluate_loader`.
 
     A task whose column is missing or empty is left out (a file may label only some tasks).
 
@@ -58,9 +92,8 @@ def evaluate_frame(model, frame: pd.DataFrame, *, batch_size: int = 64) -> dict[
             f"no labelled rows for the model's tasks {list(model.tasks)} among {len(frame)} rows: "
             "their columns are missing or empty; pass data labelled for at least one of them."
         )
-    logits = model.predict_logits(frame["text"].tolist(), batch_size=batch_size)
-    results = {}
-    for task, labels in tasks.items():
-        y_true = [labels.index(v) if isinstance(v, str) else IGNORE_INDEX for v in frame[task]]
-        results[task] = task_metrics(y_true, logits[task].argmax(-1).tolist(), labels, full=True)
-    return results
+    accelerator = make_accelerator(precision)
+    collate = Collator(model.encoder.tokenizer, model.encoder.max_length)
+    loader = DataLoader(SentenceDataset(frame, tasks), batch_size=batch_size, collate_fn=collate)
+    prepared, loader = accelerator.prepare(model, loader)
+    return evaluate_loader(prepared, loader, tasks, accelerator, full=True)

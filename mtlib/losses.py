@@ -57,3 +57,14 @@ class MultiTaskLoss(nn.Module):
         if self.log_vars is None:
             return dict(self.weights)
         return {task: float(torch.exp(-s)) for task, s in zip(self.tasks, self.log_vars.detach(), strict=True)}
+
+
+def compute_losses(logits: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-task masked loss for the tasks that have at least one label in this batch."""
+    losses = {}
+    for task, task_logits in logits.items():
+        if f"labels_{task}" in batch:
+            loss = masked_cross_entropy(task_logits, batch[f"labels_{task}"])
+            if loss is not None:
+                losses[task] = loss
+    return losses

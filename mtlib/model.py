@@ -6,6 +6,7 @@ Introduced in ``notebooks/02_multi_task_heads.ipynb``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,14 +18,12 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from mtlib.backbone import DEFAULT_BACKBONE, sha256_of
+from mtlib.card import model_card
+from mtlib.config import DEFAULT_TASKS, HEAD_TYPES, ModelConfig
 from mtlib.encoder import SentenceEncoder, default_device
 
-DEFAULT_TASKS = {
-    "topic": ["Sports", "Business", "Entertainment", "Technology", "Politics"],
-    "sentiment": ["Negative", "Neutral", "Positive"],
-}
-HEAD_TYPES = ("linear", "mlp")
-CONFIG_FILE, WEIGHTS_FILE, BACKBONE_DIR = "config.json", "model.safetensors", "backbone"
+CONFIG_FILE, WEIGHTS_FILE, BACKBONE_DIR, CARD_FILE = "config.json", "model.safetensors", "backbone", "README.md"
+MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig))
 
 
 def make_head(in_features: int, num_labels: int, *, head: str = "linear", dropout: float = 0.1) -> nn.Sequential:
@@ -94,6 +93,11 @@ class MultiTaskModel(nn.Module):
         encoder = SentenceEncoder.from_pretrained(backbone, pooling=pooling, max_length=max_length, device=device)
         return cls(encoder, tasks, head=head, dropout=dropout).to(encoder.device).eval()
 
+    @classmethod
+    def from_config(cls, config: ModelConfig, *, device: str | torch.device | None = None) -> MultiTaskModel:
+        """A new model as ``config`` describes it, heads freshly initialised."""
+        return cls.from_pretrained(**dataclasses.asdict(config), device=device)
+
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -141,22 +145,25 @@ class MultiTaskModel(nn.Module):
             for i in range(len(sentences))
         ]
 
-    def config(self) -> dict:
-        return {
-            "backbone": self.encoder.backbone,
-            "pooling": self.encoder.pooling.mode,
-            "normalize": self.encoder.normalize,
-            "max_length": self.encoder.max_length,
-            "tasks": self.tasks,
-            "head": self.head_type,
-            "dropout": self.dropout,
-        }
+    @property
+    def config(self) -> ModelConfig:
+        """What :meth:`save` writes to ``config.json``; ``max_length`` is the one in use."""
+        return ModelConfig(
+            backbone=self.encoder.backbone,
+            pooling=self.encoder.pooling.mode,
+            head=self.head_type,
+            dropout=self.dropout,
+            max_length=self.encoder.max_length,
+            tasks=self.tasks,
+        )
 
-    def save(self, folder: str | Path) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and ``backbone/`` (its config and tokenizer).
+    def save(self, folder: str | Path, *, training: dict | None = None, metrics: dict | None = None) -> Path:
+        """Write ``config.json``, ``model.safetensors``, ``backbone/`` (its config and tokenizer) and a model card.
 
-        ``config.json`` lists the sha256 of every other file, so :meth:`load` can refuse a folder
-        with a file missing or altered instead of quietly building something else from what is left.
+        ``config.json`` holds the :class:`ModelConfig` and the sha256 of every file the model needs, so
+        :meth:`load` can refuse a folder with a file missing or altered instead of quietly building
+        something else from what is left. ``README.md`` is the model card (Hugging Face layout), with the
+        training settings and the test metrics when given (``train`` gives both).
         """
         import accelerate
         import transformers
@@ -169,7 +176,7 @@ class MultiTaskModel(nn.Module):
         written = set(self.encoder.tokenizer.save_pretrained(folder / BACKBONE_DIR))
         files = [WEIGHTS_FILE, f"{BACKBONE_DIR}/config.json"]
         files += sorted(Path(f).relative_to(folder).as_posix() for f in written if Path(f).is_file())
-        config = self.config() | {
+        config = dataclasses.asdict(self.config) | {
             "files": {name: sha256_of(folder / name) for name in files},
             "versions": {
                 "torch": torch.__version__,
@@ -178,6 +185,7 @@ class MultiTaskModel(nn.Module):
             },
         }
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        (folder / CARD_FILE).write_text(model_card(self.config, training=training, metrics=metrics))
         return folder
 
     @classmethod
@@ -191,8 +199,9 @@ class MultiTaskModel(nn.Module):
             ValueError: a file is altered or truncated, or ``config.json`` is not one that :meth:`save` wrote.
         """
         folder = Path(folder)
-        config = read_config(folder)
-        check_files(folder, config["files"])
+        manifest = read_config(folder)
+        check_files(folder, manifest["files"])
+        config = ModelConfig(**{key: manifest[key] for key in MODEL_KEYS})
         weights = folder / WEIGHTS_FILE
         try:
             state = load_file(weights)
@@ -201,14 +210,9 @@ class MultiTaskModel(nn.Module):
         transformer = AutoModel.from_config(AutoConfig.from_pretrained(folder / BACKBONE_DIR, local_files_only=True))
         tokenizer = AutoTokenizer.from_pretrained(folder / BACKBONE_DIR, local_files_only=True)
         encoder = SentenceEncoder(
-            transformer,
-            tokenizer,
-            pooling=config["pooling"],
-            normalize=config["normalize"],
-            max_length=config["max_length"],
-            backbone=config["backbone"],
+            transformer, tokenizer, pooling=config.pooling, max_length=config.max_length, backbone=config.backbone
         )
-        model = cls(encoder, config["tasks"], head=config["head"], dropout=config["dropout"])
+        model = cls(encoder, config.tasks, head=config.head, dropout=config.dropout)
         try:
             model.load_state_dict(state)
         except RuntimeError as err:
@@ -221,7 +225,7 @@ class MultiTaskModel(nn.Module):
         return model.to(device or default_device()).eval()
 
 
-CONFIG_KEYS = ("backbone", "pooling", "normalize", "max_length", "tasks", "head", "dropout", "files")
+CONFIG_KEYS = (*MODEL_KEYS, "files")
 REQUIRED_FILES = (WEIGHTS_FILE, f"{BACKBONE_DIR}/config.json", f"{BACKBONE_DIR}/tokenizer_config.json")
 
 

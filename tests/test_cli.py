@@ -23,7 +23,7 @@ def test_embed_prints_shape_and_similarities(tmp_path):
 
 
 def test_embed_reads_stdin_with_tiny_backbone(tiny_bert_dir):
-    result = run("embed", "--input", "-", "--model", tiny_bert_dir, "--pooling", "max", stdin="one\n\ntwo words\n")
+    result = run("embed", "--input", "-", "--backbone", tiny_bert_dir, "--pooling", "max", stdin="one\n\ntwo words\n")
     assert result.returncode == 0, result.stderr
     assert "embeddings: (2, 32)" in result.stdout
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 def test_two_processes(tmp_path, small_csv, tiny_bert_dir):
     out = tmp_path / "ddp"
-    settings = {"data": small_csv, "output_dir": str(out), "backbone": tiny_bert_dir, "epochs": 1,
+    settings = {"data": small_csv, "output_dir": str(out), "model": {"backbone": tiny_bert_dir}, "epochs": 1,
                 "batch_size": 16, "lr": 1e-3, "progress": False}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "tests/ddp_worker.py", json.dumps(settings)]

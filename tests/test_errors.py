@@ -14,14 +14,17 @@ import pytest
 
 import mtlib.train
 from mtlib.cli import main
+from mtlib.config import ModelConfig, TrainConfig
 from mtlib.data import DataError, load_dataset
 from mtlib.model import DEFAULT_TASKS, MultiTaskModel
-from mtlib.train import TrainConfig, train
+from mtlib.train import train
 
 
 def settings(data, out, backbone, **overrides) -> TrainConfig:
     fast = {"epochs": 1, "batch_size": 16, "lr": 1e-3, "progress": False}
-    return TrainConfig(data=str(data), output_dir=str(out), backbone=backbone, **(fast | overrides))
+    model_fields = {f for f in ModelConfig.__dataclass_fields__ if f in overrides}
+    model = ModelConfig(backbone=backbone, **{f: overrides.pop(f) for f in model_fields})
+    return TrainConfig(data=str(data), output_dir=str(out), model=model, **(fast | overrides))
 
 
 def cli_error(args, capsys) -> str:
@@ -101,7 +104,8 @@ def test_weights_that_do_not_fit_the_config(saved_model, capsys):
 
 def test_new_run_into_a_run_folder_is_refused(run_copy, small_csv, tiny_bert_dir):
     before = (run_copy / "metrics.csv").read_text()
-    with pytest.raises(ValueError, match=r"already holds a run \(metrics\.csv, checkpoint\.pt, model.*--overwrite"):
+    expected = r"already holds a run \(metrics\.csv, checkpoint\.json, checkpoints, model.*--overwrite"
+    with pytest.raises(ValueError, match=expected):
         train(settings(small_csv, run_copy, tiny_bert_dir, lr=5e-4))
     assert (run_copy / "metrics.csv").read_text() == before
 
@@ -116,7 +120,7 @@ def test_killed_new_run_never_resumes_the_old_checkpoint(run_copy, tmp_path, sma
     with pytest.raises(KeyboardInterrupt):  # killed before its first checkpoint
         train(settings(other, run_copy, tiny_bert_dir, lr=5e-4, overwrite=True))
     monkeypatch.undo()
-    with pytest.raises(FileNotFoundError, match=r"resume=True but .*checkpoint\.pt does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"resume=True but .*checkpoint\.json does not exist"):
         train(settings(other, run_copy, tiny_bert_dir, lr=5e-4, resume=True))
 
 
@@ -145,12 +149,12 @@ def test_resume_other_head_through_cli(run_copy, small_csv, tiny_bert_dir, capsy
 def test_resume_without_checkpoint(tmp_path, small_csv, tiny_bert_dir, capsys):
     err = cli_error(["train", "--data", small_csv, "--output-dir", tmp_path / "new", "--backbone", tiny_bert_dir,
                      "--resume"], capsys)
-    assert "checkpoint.pt does not exist" in err
+    assert "checkpoint.json does not exist" in err
 
 
 def test_truncated_checkpoint(run_copy, small_csv, tiny_bert_dir, capsys):
-    checkpoint = run_copy / "checkpoint.pt"
-    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    weights = run_copy / "checkpoints" / "epoch-0" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ValueError, match="truncated or corrupt"):
         train(settings(small_csv, run_copy, tiny_bert_dir, resume=True))
     cli_error(["train", "--data", small_csv, "--output-dir", run_copy, "--backbone", tiny_bert_dir, "--epochs", 1,
@@ -197,7 +201,7 @@ def test_empty_task_column_is_left_out(empty_sentiment, tmp_path, tiny_bert_dir,
 @pytest.mark.parametrize("fixture", ["topic_only", "empty_sentiment"])
 def test_single_task_baselines(fixture, request, tiny_bert_dir, capsys):
     path = request.getfixturevalue(fixture)
-    assert main(["baselines", "--data", str(path), "--model", tiny_bert_dir]) == 0
+    assert main(["baselines", "--data", str(path), "--backbone", tiny_bert_dir]) == 0
     table = capsys.readouterr().out
     assert "topic" in table and "sentiment" not in table
 
@@ -206,7 +210,7 @@ def test_no_labels_at_all(tmp_path, small_csv, tiny_bert_dir, capsys):
     path = write_csv(tmp_path, pd.read_csv(small_csv).assign(topic="", sentiment=""), "unlabelled.csv")
     with pytest.raises(DataError, match="no labelled rows"):
         train(settings(path, tmp_path / "run", tiny_bert_dir))
-    assert "no labelled rows" in cli_error(["baselines", "--data", path, "--model", tiny_bert_dir], capsys)
+    assert "no labelled rows" in cli_error(["baselines", "--data", path, "--backbone", tiny_bert_dir], capsys)
 
 
 # 5. A hub that accepts connections and never answers: the offline message within the time limit.
@@ -224,7 +228,7 @@ def test_silent_hub_gives_offline_message_in_time(tmp_path):
     env |= {"HF_ENDPOINT": f"https://127.0.0.1:{server.getsockname()[1]}", "HF_HOME": str(tmp_path),
             "MTLIB_HUB_TIMEOUT": "1"}
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "mtlib", "embed", "--model", "org/none", "hi"], env=env,
+    result = subprocess.run([sys.executable, "-m", "mtlib", "embed", "--backbone", "org/none", "hi"], env=env,
                             capture_output=True, text=True, timeout=120)
     seconds = time.monotonic() - started
     server.close()
@@ -236,7 +240,7 @@ def test_silent_hub_gives_offline_message_in_time(tmp_path):
 
 def test_bad_hub_timeout(monkeypatch, capsys):
     monkeypatch.setenv("MTLIB_HUB_TIMEOUT", "soon")
-    assert "MTLIB_HUB_TIMEOUT='soon'" in cli_error(["embed", "--model", "org/none", "hi"], capsys)
+    assert "MTLIB_HUB_TIMEOUT='soon'" in cli_error(["embed", "--backbone", "org/none", "hi"], capsys)
 
 
 # 6. One line instead of a traceback, and messages that say what is wrong.
@@ -252,7 +256,7 @@ def test_tiny_csv(command, rows, message, tmp_path, small_csv, tiny_bert_dir, ca
 
 
 def test_closed_stdin(tiny_bert_dir):
-    result = subprocess.run(["sh", "-c", 'exec "$0" -m mtlib embed --input - --model "$1" <&-', sys.executable,
+    result = subprocess.run(["sh", "-c", 'exec "$0" -m mtlib embed --input - --backbone "$1" <&-', sys.executable,
                              tiny_bert_dir], capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr == "error: --input -: standard input is closed; pipe sentences in or pass --input FILE.\n"
@@ -260,7 +264,7 @@ def test_closed_stdin(tiny_bert_dir):
 
 def test_empty_input_file(tmp_path, tiny_bert_dir, capsys):
     (tmp_path / "blank.txt").write_text("\n  \n")
-    cli_error(["embed", "--input", tmp_path / "blank.txt", "--model", tiny_bert_dir], capsys)
+    cli_error(["embed", "--input", tmp_path / "blank.txt", "--backbone", tiny_bert_dir], capsys)
 
 
 # 7. Silent bad runs and small lies.
@@ -292,9 +296,9 @@ def test_row_numbers_count_quoted_newlines_and_blank_lines(tmp_path):
 
 
 def test_embed_output_says_where_it_wrote(tmp_path, tiny_bert_dir, capsys):
-    err = cli_error(["embed", "hi", "--model", tiny_bert_dir, "--output", tmp_path], capsys)
+    err = cli_error(["embed", "hi", "--backbone", tiny_bert_dir, "--output", tmp_path], capsys)
     assert "is a folder" in err and not (tmp_path.parent / f"{tmp_path.name}.npy").exists()
-    assert main(["embed", "hi", "--model", tiny_bert_dir, "--output", str(tmp_path / "vectors")]) == 0
+    assert main(["embed", "hi", "--backbone", tiny_bert_dir, "--output", str(tmp_path / "vectors")]) == 0
     assert f"saved to {tmp_path / 'vectors.npy'}" in capsys.readouterr().out
     assert (tmp_path / "vectors.npy").is_file()
 
@@ -302,4 +306,4 @@ def test_embed_output_says_where_it_wrote(tmp_path, tiny_bert_dir, capsys):
 @pytest.mark.parametrize(("field", "value"), [("patience", 0), ("dropout", 1.5), ("mixed_precision", "half")])
 def test_bad_settings_are_refused_up_front(field, value, tmp_path, small_csv, tiny_bert_dir):
     with pytest.raises(ValueError, match=f"{field}="):
-        train(settings(small_csv, tmp_path / "run", tiny_bert_dir, **{field: value}))
+        settings(small_csv, tmp_path / "run", tiny_bert_dir, **{field: value})

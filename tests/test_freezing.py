@@ -9,8 +9,7 @@ from mtlib.freezing import (
     parameter_report,
     transformer_layers,
 )
-from mtlib.losses import MultiTaskLoss
-from mtlib.train import compute_losses
+from mtlib.losses import MultiTaskLoss, compute_losses
 
 SENTENCES = ["The striker scored twice.", "Shares slid 4% on Friday.", "Parliament votes on Tuesday."]
 

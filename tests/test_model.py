@@ -4,9 +4,8 @@ import pytest
 import torch
 
 from mtlib.data import Collator, SentenceDataset, load_dataset
-from mtlib.losses import MultiTaskLoss, masked_cross_entropy
+from mtlib.losses import MultiTaskLoss, compute_losses, masked_cross_entropy
 from mtlib.model import DEFAULT_TASKS, MultiTaskModel
-from mtlib.train import compute_losses
 
 SENTENCES = ["The striker scored twice.", "Shares slid 4% on Friday.", "Parliament votes on Tuesday."]
 

@@ -7,15 +7,18 @@ import torch
 from accelerate.utils import set_seed
 
 import mtlib.train
+from mtlib.config import ModelConfig, TrainConfig
+from mtlib.data import task_schedule
 from mtlib.model import MultiTaskModel
-from mtlib.train import TrainConfig, build_model, task_schedule, train
+from mtlib.train import build_model, train
 
 IGNORED_COLUMNS = ["seconds"]  # wall-clock time is the one column that differs between identical runs
 
 
 def config(tmp_path, small_csv, backbone, name, **overrides):
     settings = {"epochs": 2, "batch_size": 16, "lr": 1e-3, "progress": False} | overrides
-    return TrainConfig(data=small_csv, output_dir=str(tmp_path / name), backbone=backbone, **settings)
+    return TrainConfig(data=small_csv, output_dir=str(tmp_path / name), model=ModelConfig(backbone=backbone),
+                       **settings)
 
 
 def metrics(run_dir):
@@ -103,5 +106,5 @@ def test_task_schedule():
 
 
 def test_bad_config(tmp_path, small_csv, tiny_bert_dir):
-    with pytest.raises(ValueError, match="Valid samplings"):
-        train(config(tmp_path, small_csv, tiny_bert_dir, "bad", sampling="random"))
+    with pytest.raises(ValueError, match=r"sampling='random' is not valid: it should be one of \("):
+        config(tmp_path, small_csv, tiny_bert_dir, "bad", sampling="random")

@@ -3,9 +3,10 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
+from mtlib.config import ModelConfig, TrainConfig
 from mtlib.data import load_dataset, split_dataset
 from mtlib.model import DEFAULT_TASKS, MultiTaskModel
-from mtlib.train import TrainConfig, train
+from mtlib.train import train
 from mtlib.transfer import PROBE_C, encoder_state, fit_linear_probe, interpolate_encoder
 
 
@@ -56,7 +57,8 @@ def test_interpolation_ends_and_midpoint(tiny_model):
 def test_lp_ft_and_wise_through_train(tmp_path, small_frame, tiny_bert_dir):
     data = tmp_path / "small.csv"
     small_frame.to_csv(data, index=False)
-    settings = {"data": str(data), "backbone": tiny_bert_dir, "epochs": 1, "batch_size": 16, "progress": False}
+    settings = {"data": str(data), "model": ModelConfig(backbone=tiny_bert_dir), "epochs": 1, "batch_size": 16,
+                "progress": False}
     model, test = train(TrainConfig(output_dir=str(tmp_path / "a"), linear_probe=True, wise_alpha=0.0, **settings))
     pretrained = MultiTaskModel.from_pretrained(tiny_bert_dir, DEFAULT_TASKS).encoder.state_dict()
     # alpha 0 hands back the pretrained encoder, with the heads that were trained on top of it
@@ -68,10 +70,9 @@ def test_lp_ft_and_wise_through_train(tmp_path, small_frame, tiny_bert_dir):
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
-    ("wise_alpha", -0.1, r"wise_alpha=-0.1 should be in \[0, 1\]"),
+    ("wise_alpha", -0.1, r"wise_alpha=-0.1 is not valid: it should be a number in \[0, 1\]"),
     ("linear_probe", True, r"linear_probe=True needs head='linear'"),
 ])
 def test_bad_recipe_options(tmp_path, small_csv, field, value, message):
-    config = TrainConfig(data=small_csv, output_dir=str(tmp_path), head="mlp", **{field: value})
     with pytest.raises(ValueError, match=message):
-        config.validate()
+        TrainConfig(data=small_csv, output_dir=str(tmp_path), model=ModelConfig(head="mlp"), **{field: value})

@@ -1,0 +1,120 @@
+"""One run per output folder, and checkpoints through ``Accelerator.save_state`` that a kill cannot corrupt.
+
+Each finished epoch is saved whole into ``checkpoints/epoch-N/`` (weights, optimizer, schedule, random
+states and every object registered with ``accelerator.register_for_checkpointing``); only then does
+``checkpoint.json``, replaced in one atomic rename, point at it. A run killed mid-write leaves the
+pointer on the last good epoch. ``checkpoint.json`` also records the settings, the data's sha256 and
+the sha256 of every checkpoint file, so ``--resume`` refuses another run's or a damaged checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+from accelerate import Accelerator
+
+from mtlib.backbone import sha256_of
+from mtlib.config import TrainConfig
+
+POINTER_FILE, CHECKPOINTS_DIR = "checkpoint.json", "checkpoints"
+RUN_FILES = ("metrics.csv", POINTER_FILE, CHECKPOINTS_DIR, "model", "test_metrics.json", "train_config.json")
+# a run folder may be moved and a data file renamed (its sha256 is compared instead); the rest must match
+MAY_CHANGE_ON_RESUME = ("resume", "progress", "overwrite", "output_dir", "data")
+POINTER_KEYS = ("folder", "epoch", "config", "data", "files")
+
+
+def run_settings(config: TrainConfig) -> dict:
+    """The settings a resumed run must share with the run it continues, model fields included, by name."""
+    settings = dataclasses.asdict(config)
+    settings |= settings.pop("model")
+    return {k: v for k, v in settings.items() if k not in MAY_CHANGE_ON_RESUME}
+
+
+def check_run_folder(config: TrainConfig, data_sha256: str) -> Path | None:
+    """The checkpoint folder to resume from, or ``None`` for a new run; one folder never mixes two runs.
+
+    A new run into a folder holding another is refused unless ``overwrite``; ``resume`` needs a
+    checkpoint written with the same settings and the same data, with every file intact.
+    """
+    out = Path(config.output_dir)
+    if not config.resume:
+        found = [name for name in RUN_FILES if (out / name).exists()]
+        if found and not config.overwrite:
+            raise ValueError(
+                f"output_dir={str(out)!r} already holds a run ({', '.join(found)}). Pass --resume (resume=True) "
+                "to continue it, --overwrite (overwrite=True) to replace it, or choose another output_dir."
+            )
+        return None
+    pointer = out / POINTER_FILE
+    if not pointer.is_file():
+        raise FileNotFoundError(
+            f"resume=True but {pointer} does not exist: no finished epoch to resume in {out}. "
+            "Train without --resume (with --overwrite if the folder holds an older run)."
+        )
+    if not (out / "metrics.csv").is_file():
+        raise FileNotFoundError(f"{out / 'metrics.csv'} is missing, so the run cannot be continued; use --overwrite.")
+    state = read_pointer(pointer)
+    old, new = state["config"], run_settings(config)
+    changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+    changes = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed]
+    if state["data"]["sha256"] != data_sha256:
+        changes.append(
+            f"data: {state['data']['path']!r} -> {config.data!r} "
+            f"(sha256 {state['data']['sha256'][:12]}... -> {data_sha256[:12]}...)"
+        )
+    if changes:
+        raise ValueError(
+            f"resume=True but the run in {out} was started with other settings: {'; '.join(changes)}. "
+            "Resume with the original settings, or start a new run (--overwrite or another output_dir)."
+        )
+    folder = out / state["folder"]
+    for name, expected in state["files"].items():
+        if not (folder / name).is_file() or sha256_of(folder / name) != expected:
+            raise ValueError(
+                f"{folder / name} is missing or does not match the sha256 in {pointer}: the checkpoint is truncated "
+                "or corrupt, perhaps from a full disk. Start the run again with --overwrite (overwrite=True)."
+            )
+    return folder
+
+
+def read_pointer(path: Path) -> dict:
+    """``checkpoint.json``, or one error saying the run must start again if it is damaged or foreign."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(
+            f"{path} cannot be read ({type(err).__name__}): it is truncated or corrupt. "
+            "Start the run again with --overwrite (overwrite=True)."
+        ) from err
+    if not isinstance(state, dict) or not set(POINTER_KEYS) <= state.keys():
+        raise ValueError(
+            f"{path} does not record the run's settings (an older mtlib wrote it, or another program), so "
+            "it cannot be checked against this run. Start the run again with --overwrite (overwrite=True)."
+        )
+    return state
+
+
+def save_checkpoint(accelerator: Accelerator, out: Path, epoch: int, record: dict) -> None:
+    """Save the whole training state of ``epoch``, then point ``checkpoint.json`` at it in one rename.
+
+    ``record`` (settings, data, learned loss weights) is stored in ``checkpoint.json`` beside the pointer.
+    """
+    name = f"{CHECKPOINTS_DIR}/epoch-{epoch}"
+    folder = out / name
+    if accelerator.is_main_process and folder.exists():  # left by a run killed while writing this epoch
+        shutil.rmtree(folder)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(folder))
+    if accelerator.is_main_process:
+        files = {p.relative_to(folder).as_posix(): sha256_of(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+        tmp = out / f"{POINTER_FILE}.tmp"
+        tmp.write_text(json.dumps({"folder": name, "epoch": epoch, **record, "files": files}, indent=2) + "\n")
+        os.replace(tmp, out / POINTER_FILE)  # the moment the new checkpoint replaces the old one
+        for old in (out / CHECKPOINTS_DIR).iterdir():
+            if old != folder:
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
