@@ -1,4 +1,4 @@
-"""Command line: ``python -m mtlib {embed,train,evaluate,predict,baselines} ...``.
+"""Command line: ``python -m mtlib {embed,train,evaluate,predict,export,baselines} ...``.
 
 Bad arguments and bad files end in one line on stderr and exit status 2, never a traceback.
 """
@@ -18,6 +18,7 @@ from mtlib.backbone import DEFAULT_BACKBONE
 from mtlib.data import DataError
 from mtlib.encoder import POOLING_MODES
 from mtlib.losses import LOSS_WEIGHTINGS
+from mtlib.onnx import BACKENDS, QUANTIZATIONS
 from mtlib.train import SAMPLINGS, TrainConfig
 
 
@@ -52,11 +53,11 @@ def npy_path(output: str) -> Path:
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    from mtlib.encoder import SentenceEncoder
+    from mtlib.onnx import load_encoder
 
     sentences = read_sentences(args)
     output = npy_path(args.output) if args.output else None
-    encoder = SentenceEncoder.from_pretrained(args.model, pooling=args.pooling)
+    encoder = load_encoder(args.model, args.backend, pooling=args.pooling)
     embeddings = encoder.encode(sentences, batch_size=args.batch_size, normalize=True)
     print(f"embeddings: {tuple(embeddings.shape)}")
     if output:
@@ -80,9 +81,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from mtlib.data import load_dataset, load_half
     from mtlib.evaluate import evaluate_frame
-    from mtlib.model import MultiTaskModel
+    from mtlib.onnx import load_model
 
-    model = MultiTaskModel.load(args.model)
+    model = load_model(args.model, args.backend)
     frame = load_half(args.data, model.tasks, args.split) if args.split else load_dataset(args.data, model.tasks)
     results = evaluate_frame(model, frame, batch_size=args.batch_size)
     text = json.dumps(results, indent=2)
@@ -92,12 +93,19 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from mtlib.model import MultiTaskModel
+    from mtlib.onnx import load_model
 
     sentences = read_sentences(args)
-    model = MultiTaskModel.load(args.model)
+    model = load_model(args.model, args.backend)
     for sentence, prediction in zip(sentences, model.predict(sentences, batch_size=args.batch_size), strict=True):
         print(json.dumps({"text": sentence, **prediction}))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from mtlib.onnx import export_onnx
+
+    folder = export_onnx(args.model, args.output, quantize=args.quantize)
+    print(f"exported to {folder}; use it with --backend onnx --model {folder}")
 
 
 def cmd_baselines(args: argparse.Namespace) -> None:
@@ -130,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--input", help="file with one sentence a line, - for stdin")
     embed.add_argument("--output", help="save the embeddings as a .npy file")
     embed.add_argument("--model", default=DEFAULT_BACKBONE, help="backbone id, alias (minilm) or folder")
-    embed.add_argument("--pooling", default="mean", choices=POOLING_MODES)
+    embed.add_argument("--pooling", choices=POOLING_MODES, help="default mean; with --backend onnx, the exported one")
+    embed.add_argument("--backend", default="torch", choices=BACKENDS, help="onnx: --model is an exported folder")
     embed.add_argument("--batch-size", type=int, default=64)
     embed.set_defaults(run=cmd_embed)
 
@@ -169,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", help="score only the rows whose split column has this value (dev or test)")
     evaluate.add_argument("--output")
     evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--backend", default="torch", choices=BACKENDS, help="onnx: --model is an exported folder")
     evaluate.set_defaults(run=cmd_evaluate)
 
     predict = commands.add_parser("predict", help="label sentences with a saved model, one JSON line each")
@@ -176,7 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", required=True)
     predict.add_argument("--input", help="file with one sentence a line, - for stdin")
     predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--backend", default="torch", choices=BACKENDS, help="onnx: --model is an exported folder")
     predict.set_defaults(run=cmd_predict)
+
+    export = commands.add_parser("export", help="export a saved model to ONNX for ONNX Runtime (--backend onnx)")
+    export.add_argument("--model", required=True, help="folder of a saved model, e.g. runs/default/model")
+    export.add_argument("--output", required=True, help="new folder for the export, e.g. runs/default/onnx")
+    export.add_argument("--quantize", choices=QUANTIZATIONS, help="int8: dynamic quantization of the weights")
+    export.set_defaults(run=cmd_export)
 
     baselines = commands.add_parser("baselines", help="majority, TF-IDF and frozen-embedding baselines")
     baselines.add_argument("--data", required=True)

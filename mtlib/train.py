@@ -40,6 +40,7 @@ from mtlib.evaluate import evaluate_frame, task_metrics
 from mtlib.freezing import count_trainable, encoder_is_frozen, freeze, gradual_unfreeze, layerwise_param_groups
 from mtlib.losses import MultiTaskLoss, masked_cross_entropy
 from mtlib.model import DEFAULT_TASKS, MultiTaskModel
+from mtlib.precision import resolve_mixed_precision
 from mtlib.transfer import encoder_state, fit_linear_probe, interpolate_encoder
 
 SAMPLINGS = ("joint", "round_robin", "proportional", "temperature")
@@ -82,7 +83,7 @@ class TrainConfig:
     seed: int = 0  # data split, initialisation, shuffling and dropout
     train_fraction: float = 1.0  # < 1: train on a seeded, stratified subset of the training split
     cache_embeddings: bool = True  # with a frozen encoder, embed each sentence once and train the heads on that
-    mixed_precision: str = "auto"  # auto: bf16 on a GPU that supports it, else fp32 | no | bf16 | fp16
+    mixed_precision: str = "auto"  # auto: bf16 where it pays (mtlib/precision.py), else fp32 | no | bf16 | fp16
     resume: bool = False  # continue from output_dir/checkpoint.pt
     progress: bool = True  # tqdm progress bars
     overwrite: bool = False  # replace a run already in output_dir; without it a new run there is refused
@@ -322,10 +323,7 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
     """
     config.validate()
     if accelerator is None:
-        precision = config.mixed_precision
-        if precision == "auto":
-            precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-        accelerator = Accelerator(mixed_precision=precision)
+        accelerator = Accelerator(mixed_precision=resolve_mixed_precision(config.mixed_precision))
     out = Path(config.output_dir)
     checkpoint_path, metrics_path = out / CHECKPOINT_FILE, out / "metrics.csv"
 
