@@ -29,8 +29,10 @@ def exported(saved, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def quantized(exported, tmp_path_factory):
-    return quantize_int8(exported, tmp_path_factory.mktemp("onnx") / "int8")
+def quantized(saved, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("onnx") / "int8"
+    assert main(["export", "--model", str(saved), "--output", str(folder), "--quantize", "int8"]) == 0
+    return folder
 
 
 @pytest.mark.parametrize("batch_size", [1, 7, 64])
