@@ -41,6 +41,7 @@ notebooks: setup
 # Speed and memory against the reference implementations; tables printed, JSON in benchmarks/results/.
 bench: setup
 	$(BIN)/python benchmarks/bench_encode.py
+	$(BIN)/python benchmarks/bench_predict.py
 	$(BIN)/python benchmarks/bench_train.py
 
 # The recipe comparison behind the default (about 80 min on a 2-core CPU); results in experiments/results/.

@@ -1,4 +1,4 @@
-"""Command line: ``python -m mtlib {embed,train,evaluate,predict,baselines} ...``.
+"""Command line: ``python -m mtlib {embed,train,evaluate,predict,export,baselines} ...``.
 
 ``train`` has one option per field of ``TrainConfig`` and its ``ModelConfig``, generated from the
 dataclasses, with the field's comment as help; ``--config FILE`` (JSON or YAML) supplies any of them.
@@ -26,6 +26,7 @@ from mtlib.backbone import DEFAULT_BACKBONE
 from mtlib.config import ModelConfig, TrainConfig
 from mtlib.data import DataError
 from mtlib.encoder import POOLING_MODES
+from mtlib.onnx import BACKENDS, QUANTIZATIONS
 
 
 def read_sentences(args: argparse.Namespace) -> list[str]:
@@ -60,14 +61,21 @@ def npy_path(output: str) -> Path:
 
 def cmd_embed(args: argparse.Namespace) -> None:
     from mtlib.encoder import SentenceEncoder
-    from mtlib.model import MultiTaskModel
+    from mtlib.onnx import load_model
 
     sentences = read_sentences(args)
     output = npy_path(args.output) if args.output else None
-    if args.model:  # the fine-tuned encoder of a saved model, with the pooling it was trained with
-        encoder = MultiTaskModel.load(args.model).encoder
+    if args.model:  # a saved model's fine-tuned encoder, or an exported folder, with the pooling it was trained with
+        if args.pooling:
+            raise ValueError("--pooling applies to --backbone; a saved model embeds with the pooling it was trained "
+                             "with, drop --pooling.")
+        model = load_model(args.model, args.backend)
+        encoder = model.encoder if args.backend == "torch" else model
+    elif args.backend == "onnx":
+        raise ValueError("--backend onnx embeds with an exported folder: pass --model FOLDER "
+                         "(made by python -m mtlib export).")
     else:
-        encoder = SentenceEncoder.from_pretrained(args.backbone, pooling=args.pooling)
+        encoder = SentenceEncoder.from_pretrained(args.backbone, pooling=args.pooling or "mean")
     embeddings = encoder.encode(sentences, batch_size=args.batch_size, normalize=True)
     print(f"embeddings: {tuple(embeddings.shape)}")
     if output:
@@ -144,9 +152,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from mtlib.data import load_dataset, load_half
     from mtlib.evaluate import evaluate_frame
-    from mtlib.model import MultiTaskModel
+    from mtlib.onnx import load_model
 
-    model = MultiTaskModel.load(args.model)
+    model = load_model(args.model, args.backend)
     frame = load_half(args.data, model.tasks, args.split) if args.split else load_dataset(args.data, model.tasks)
     results = evaluate_frame(model, frame, batch_size=args.batch_size, precision=args.mixed_precision)
     text = json.dumps(results, indent=2)
@@ -156,12 +164,19 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from mtlib.model import MultiTaskModel
+    from mtlib.onnx import load_model
 
     sentences = read_sentences(args)
-    model = MultiTaskModel.load(args.model)
+    model = load_model(args.model, args.backend)
     for sentence, prediction in zip(sentences, model.predict(sentences, batch_size=args.batch_size), strict=True):
         print(json.dumps({"text": sentence, **prediction}))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from mtlib.onnx import export_onnx
+
+    folder = export_onnx(args.model, args.output, quantize=args.quantize)
+    print(f"exported to {folder}; use it with --backend onnx --model {folder}")
 
 
 def cmd_baselines(args: argparse.Namespace) -> None:
@@ -186,6 +201,7 @@ def cmd_baselines(args: argparse.Namespace) -> None:
 
 
 MODEL_HELP = "folder written by MultiTaskModel.save (python -m mtlib train writes RUN/model)"
+BACKEND_HELP = "torch: --model is a saved model; onnx: --model is a folder made by export"
 BACKBONE_HELP = "pretrained encoder: Hugging Face id, alias (minilm) or folder"
 
 
@@ -200,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = embed.add_mutually_exclusive_group()
     source.add_argument("--model", help=f"embed with the fine-tuned encoder of a saved model: {MODEL_HELP}")
     source.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"{BACKBONE_HELP} (default: %(default)s)")
-    embed.add_argument("--pooling", default="mean", choices=POOLING_MODES, help="with --backbone (default: mean)")
+    embed.add_argument("--pooling", choices=POOLING_MODES, help="with --backbone (default: mean)")
+    embed.add_argument("--backend", default="torch", choices=BACKENDS, help=BACKEND_HELP)
     embed.add_argument("--batch-size", type=int, default=64)
     embed.set_defaults(run=cmd_embed)
 
@@ -217,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output")
     evaluate.add_argument("--batch-size", type=int, default=128)
     evaluate.add_argument("--mixed-precision", default="auto", help="as TrainConfig.mixed_precision")
+    evaluate.add_argument("--backend", default="torch", choices=BACKENDS, help=BACKEND_HELP)
     evaluate.set_defaults(run=cmd_evaluate)
 
     predict = commands.add_parser("predict", help="label sentences with a saved model, one JSON line each")
@@ -224,7 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", required=True, help=MODEL_HELP)
     predict.add_argument("--input", help="file with one sentence a line, - for stdin")
     predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--backend", default="torch", choices=BACKENDS, help=BACKEND_HELP)
     predict.set_defaults(run=cmd_predict)
+
+    export = commands.add_parser("export", help="export a saved model to ONNX for ONNX Runtime (--backend onnx)")
+    export.add_argument("--model", required=True, help="folder of a saved model, e.g. runs/default/model")
+    export.add_argument("--output", required=True, help="new folder for the export, e.g. runs/default/onnx")
+    export.add_argument("--quantize", choices=QUANTIZATIONS, help="int8: dynamic quantization of the weights")
+    export.set_defaults(run=cmd_export)
 
     baselines = commands.add_parser("baselines", help="majority, TF-IDF and frozen-embedding baselines")
     baselines.add_argument("--data", required=True)

@@ -79,9 +79,11 @@ def evaluate_loader(
 def evaluate_frame(
     model, frame: pd.DataFrame, *, batch_size: int = EVAL_BATCH_SIZE, precision: str = "auto"
 ) -> dict[str, dict]:
-    """Full metrics for each task of the model that has labelled rows in ``frame``, through :func:`evaluate_loader`.
+    """Full metrics for each task of the model that has labelled rows in ``frame``.
 
-    A task whose column is missing or empty is left out (a file may label only some tasks).
+    A PyTorch model goes through :func:`evaluate_loader`; any other model with ``predict_logits`` (an exported
+    ONNX one) through :func:`evaluate_logits`. A task whose column is missing or empty is left out (a file
+    may label only some tasks).
 
     Raises:
         DataError: no task of the model has a labelled row in ``frame``.
@@ -92,8 +94,22 @@ def evaluate_frame(
             f"no labelled rows for the model's tasks {list(model.tasks)} among {len(frame)} rows: "
             "their columns are missing or empty; pass data labelled for at least one of them."
         )
+    if not isinstance(model, torch.nn.Module):
+        return evaluate_logits(model.predict_logits(frame["text"].tolist(), batch_size=batch_size), frame, tasks)
     accelerator = make_accelerator(precision)
     collate = Collator(model.encoder.tokenizer, model.encoder.max_length)
     loader = DataLoader(SentenceDataset(frame, tasks), batch_size=batch_size, collate_fn=collate)
     prepared, loader = accelerator.prepare(model, loader)
     return evaluate_loader(prepared, loader, tasks, accelerator, full=True)
+
+
+def evaluate_logits(logits: dict[str, torch.Tensor], frame: pd.DataFrame, tasks: dict[str, list[str]]) -> dict:
+    """The metrics of :func:`evaluate_loader` from logits computed elsewhere, one row of ``frame`` each."""
+    results = {}
+    for task, labels in tasks.items():
+        y_true = torch.tensor([labels.index(v) if isinstance(v, str) else IGNORE_INDEX for v in frame[task]])
+        has_label = y_true >= 0
+        row_loss = torch.nn.functional.cross_entropy(logits[task][has_label].float(), y_true[has_label])
+        metrics = task_metrics(y_true.tolist(), logits[task].argmax(-1).tolist(), labels, full=True)
+        results[task] = {"loss": float(row_loss), **metrics}
+    return results

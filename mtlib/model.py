@@ -116,34 +116,23 @@ class MultiTaskModel(nn.Module):
         return {task: head(embeddings) for task, head in self.heads.items()}
 
     @torch.inference_mode()
-    def predict_logits(self, sentences: Sequence[str], *, batch_size: int = 64) -> dict[str, torch.Tensor]:
+    def predict_logits(
+        self, sentences: Sequence[str], *, batch_size: int = 64, precision: str = "auto"
+    ) -> dict[str, torch.Tensor]:
+        """Logits per task as float32 CPU tensors; ``precision`` as in :meth:`SentenceEncoder.encode`."""
         was_training = self.training
         self.eval()
-        logits = self.classify(self.encoder.encode(sentences, batch_size=batch_size).to(self.encoder.device))
+        embeddings = self.encoder.encode(sentences, batch_size=batch_size, precision=precision)
+        logits = self.classify(embeddings.to(self.encoder.device))
         self.train(was_training)
         return {task: x.float().cpu() for task, x in logits.items()}
 
-    def predict(self, sentences: Sequence[str], *, batch_size: int = 64) -> list[dict[str, dict]]:
-        """Each sentence's label and class probabilities for every task.
-
-        Returns:
-            One dict per sentence: ``{task: {"label": str, "probabilities": {label: float}}}``.
-        """
-        probabilities = {
-            task: x.softmax(-1) for task, x in self.predict_logits(sentences, batch_size=batch_size).items()
-        }
-        return [
-            {
-                task: {
-                    "label": self.tasks[task][int(p[i].argmax())],
-                    "probabilities": {
-                        label: round(float(v), 6) for label, v in zip(self.tasks[task], p[i], strict=True)
-                    },
-                }
-                for task, p in probabilities.items()
-            }
-            for i in range(len(sentences))
-        ]
+    def predict(
+        self, sentences: Sequence[str], *, batch_size: int = 64, precision: str = "auto"
+    ) -> list[dict[str, dict]]:
+        """Each sentence's label and class probabilities for every task (see :func:`label_predictions`)."""
+        logits = self.predict_logits(sentences, batch_size=batch_size, precision=precision)
+        return label_predictions(self.tasks, logits)
 
     @property
     def config(self) -> ModelConfig:
@@ -223,6 +212,23 @@ class MultiTaskModel(nn.Module):
                 "config.json was edited or comes from another model; re-save the model."
             ) from err
         return model.to(device or default_device()).eval()
+
+
+def label_predictions(tasks: dict[str, list[str]], logits: dict[str, torch.Tensor]) -> list[dict[str, dict]]:
+    """Logits ``(N, num_labels)`` per task as one dict per sentence:
+    ``{task: {"label": str, "probabilities": {label: float}}}``."""
+    probabilities = {task: x.softmax(-1) for task, x in logits.items()}
+    rows = len(next(iter(probabilities.values())))
+    return [
+        {
+            task: {
+                "label": tasks[task][int(p[i].argmax())],
+                "probabilities": {label: round(float(v), 6) for label, v in zip(tasks[task], p[i], strict=True)},
+            }
+            for task, p in probabilities.items()
+        }
+        for i in range(rows)
+    ]
 
 
 CONFIG_KEYS = (*MODEL_KEYS, "files")
