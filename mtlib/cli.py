@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sampling", choices=SAMPLINGS)
     train.add_argument("--seed", type=int)
     train.add_argument("--train-fraction", type=float)
+    train.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
     train.add_argument("--resume", action="store_true", default=None, help="continue the run in --output-dir")
     train.add_argument(
         "--overwrite", action="store_true", default=None, help="replace a run already in --output-dir"
