@@ -4,7 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR := runs/default
+RUN_NOTEBOOKS := runs/notebooks
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
+# Executes notebooks from a clean kernel, in their own folder. The kernel logs errors only: its warning that it
+# talks to nbconvert over local TCP without encryption is not for learners; WARN drops nbconvert's line per file.
+EXECUTE := $(BIN)/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=1800 \
+	--ExecutePreprocessor.extra_arguments=--IPKernelApp.log_level=ERROR --log-level=WARN
 
 .PHONY: setup run test lint notebooks bench experiments lab clean
 
@@ -17,26 +22,32 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP)
 
+# Each step says what it does; the notebooks/ copies are left as cloned, the executed ones go to runs/notebooks/.
 run: setup
-	$(BIN)/python -m mtlib train --data data/sentences.csv --output-dir $(RUN_DIR) --overwrite
-	$(BIN)/python -m mtlib evaluate --model $(RUN_DIR)/model --data data/out_of_style.csv --split test \
+	@echo "1/4 Training the default model into $(RUN_DIR)/"
+	@$(BIN)/python -m mtlib train --data data/sentences.csv --output-dir $(RUN_DIR) --overwrite --no-progress > /dev/null
+	@echo "2/4 Scoring it on the out-of-style test half"
+	@$(BIN)/python -m mtlib evaluate --model $(RUN_DIR)/model --data data/out_of_style.csv --split test \
 		--output $(RUN_DIR)/out_of_style_test_metrics.json > /dev/null
-	$(BIN)/python -m mtlib baselines --data data/sentences.csv --out-of-style data/out_of_style.csv \
-		--output $(RUN_DIR)/baselines.csv
-	$(MAKE) --no-print-directory notebooks
-	@echo "Results: $(RUN_DIR)/metrics.csv, $(RUN_DIR)/test_metrics.json, $(RUN_DIR)/out_of_style_test_metrics.json, $(RUN_DIR)/baselines.csv, $(RUN_DIR)/model/, notebooks/*.ipynb"
+	@echo "3/4 Fitting the baselines"
+	@$(BIN)/python -m mtlib baselines --data data/sentences.csv --out-of-style data/out_of_style.csv \
+		--output $(RUN_DIR)/baselines.csv > /dev/null
+	@echo "4/4 Executing the notebooks into $(RUN_NOTEBOOKS)/"
+	@for notebook in $(NOTEBOOKS); do \
+		echo "    $$notebook"; $(EXECUTE) --output-dir $(RUN_NOTEBOOKS) $$notebook || exit 1; \
+	done
+	@$(BIN)/python scripts/summary.py $(RUN_DIR) $(RUN_NOTEBOOKS)
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/hadolint Dockerfile
 
 test: lint
-	$(BIN)/python -m pytest -q tests $(if $(NOTEBOOKS),--nbval $(NOTEBOOKS) --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg)
+	$(BIN)/python -m pytest -q -rs tests $(if $(NOTEBOOKS),--nbval $(NOTEBOOKS) --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg)
 
-# Re-execute every notebook in place from a clean kernel, storing the outputs readers see.
+# Re-execute every notebook in place, storing the outputs readers see.
 notebooks: setup
-	cd notebooks && ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
-		--ExecutePreprocessor.timeout=1800 $(notdir $(NOTEBOOKS))
+	$(EXECUTE) --inplace $(NOTEBOOKS)
 
 # Speed and memory against the reference implementations; tables printed, JSON in benchmarks/results/.
 bench: setup
@@ -48,8 +59,10 @@ bench: setup
 experiments: setup
 	$(BIN)/python experiments/recipes.py
 
+# JupyterLab on the notebooks; it prints the URL with its token. As root (containers, CI) it needs --allow-root.
+# LAB_OPTIONS adds server options: make lab LAB_OPTIONS="--port=8890 --no-browser".
 lab: setup
-	$(BIN)/jupyter lab notebooks
+	$(BIN)/jupyter lab notebooks --KernelManager.transport=ipc $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_OPTIONS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

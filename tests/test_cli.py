@@ -43,6 +43,14 @@ def test_predict_and_evaluate_saved_model(tiny_model, tmp_path, small_csv):
     assert np.array(scores["sentiment"]["confusion_matrix"]).sum() == 300
 
 
+def test_train_without_progress_bars(tiny_bert_dir, tmp_path, small_csv):
+    result = run("train", "--data", small_csv, "--output-dir", str(tmp_path), "--backbone", tiny_bert_dir,
+                 "--epochs", "1", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "epoch 0" not in result.stderr
+    assert json.loads((tmp_path / "train_config.json").read_text())["progress"] is False
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["predict", "--model", "no/such/folder", "hi"], "no config.json"),
     (["embed"], "give sentences"),
