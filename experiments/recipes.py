@@ -26,7 +26,7 @@ from transformers.utils import logging as hf_logging
 from mtlib.baselines import make_classifier
 from mtlib.data import load_dataset, load_half, split_dataset
 from mtlib.encoder import SentenceEncoder
-from mtlib.evaluate import task_metrics
+from mtlib.evaluate import batched_macro_f1, paired_bootstrap, task_metrics
 from mtlib.model import DEFAULT_TASKS
 from mtlib.train import TrainConfig, train
 from mtlib.transfer import encoder_state, interpolate_encoder
@@ -47,6 +47,7 @@ RECIPES = {
     "2 epochs": {"epochs": 2},
     "heads at lr 1e-3": {"head_lr": 1e-3},
     "heads at lr 1e-3, bf16 autocast": {"head_lr": 1e-3, "mixed_precision": "bf16"},
+    "heads at lr 1e-3, 6 epochs": {"head_lr": 1e-3, "epochs": 6},
 }
 WISE_FROM = ("full fine-tuning", "LP-FT")  # recipes whose models are also interpolated
 WISE_ALPHAS = (0.25, 0.5, 0.75)
@@ -167,36 +168,18 @@ def score_table(records: list[dict]) -> pd.DataFrame:
     )
 
 
-def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> np.ndarray:
-    """Macro-F1 of each row of ``(B, N)`` label arrays, vectorised for the bootstrap."""
-    f1 = []
-    for k in range(n_labels):
-        tp = ((y_pred == k) & (y_true == k)).sum(-1)
-        predicted, actual = (y_pred == k).sum(-1), (y_true == k).sum(-1)
-        f1.append(np.where(predicted + actual > 0, 2 * tp / np.maximum(predicted + actual, 1), 0.0))
-    return np.mean(f1, axis=0)
-
-
-def paired_bootstrap(records: list[dict], a: str, b: str, set_name: str, task: str, *, n: int = 2000) -> tuple:
-    """Macro-F1 of ``a`` minus ``b`` on the same rows, averaged over seeds, with a 95% bootstrap interval.
-
-    The rows are resampled once per draw and shared by every seed, so the interval reflects which sentences
-    happened to be in the set; the seeds' spread is in the table beside it.
-    """
+def paired_difference(records: list[dict], a: str, b: str, set_name: str, task: str) -> tuple:
+    """Macro-F1 of ``a`` minus ``b`` on the same rows, averaged over seeds, with a 95% paired-bootstrap interval."""
     labels = DEFAULT_TASKS[task]
     frame = load_half(OUT_OF_STYLE, DEFAULT_TASKS, OUT_OF_STYLE_SETS[set_name])  # the same rows for every seed
-    y = frame[task].map(labels.index).to_numpy()
     by_seed = {}
     for r in records:
         if r["recipe"] in (a, b):
-            by_seed.setdefault(r["seed"], {})[r["recipe"]] = np.array(list(r["scores"][set_name][task]["predictions"]),
-                                                                       dtype=int)
+            predictions = r["scores"][set_name][task]["predictions"]
+            by_seed.setdefault(r["seed"], {})[r["recipe"]] = [int(c) for c in predictions]
     pairs = [(p[a], p[b]) for p in by_seed.values() if a in p and b in p]
-    rows = np.random.default_rng(0).integers(0, len(y), size=(n, len(y)))
-    diffs = np.mean([macro_f1(y[rows], pa[rows], len(labels)) - macro_f1(y[rows], pb[rows], len(labels))
-                     for pa, pb in pairs], axis=0)
-    observed = np.mean([macro_f1(y, pa, len(labels)) - macro_f1(y, pb, len(labels)) for pa, pb in pairs])
-    return observed, *np.percentile(diffs, [2.5, 97.5]), len(pairs)
+    result = paired_bootstrap(frame[task].map(labels.index), *zip(*pairs, strict=True), len(labels))
+    return result["difference"], result["low"], result["high"], result["seeds"]
 
 
 def by_register(records: list[dict], names: list[str]) -> str:
@@ -211,7 +194,7 @@ def by_register(records: list[dict], names: list[str]) -> str:
             for register in sorted(set(registers)):
                 rows_of = (registers == register).to_numpy()
                 score = (
-                    macro_f1(y[rows_of], predicted[rows_of], len(labels)) if task == "sentiment"
+                    batched_macro_f1(y[rows_of], predicted[rows_of], len(labels)) if task == "sentiment"
                     else float((y[rows_of] == predicted[rows_of]).mean())
                 )
                 rows.append({"model": r["recipe"], "task": task, "register": f"{register} ({rows_of.sum()})",
@@ -247,7 +230,7 @@ def markdown_tables(records: list[dict]) -> str:
     for a, b, set_name in [c for c in comparisons if {c[0], c[1]} <= present]:
         parts = []
         for task in DEFAULT_TASKS:
-            diff, low, high, seeds = paired_bootstrap(records, a, b, set_name, task)
+            diff, low, high, seeds = paired_difference(records, a, b, set_name, task)
             parts.append(f"{task} {diff:+.3f} [{low:+.3f}, {high:+.3f}]")
         lines.append(f"- {set_name}, {a} minus {b} ({seeds} seeds): " + "; ".join(parts))
     lines += ["", by_register(records, [default, "frozen embeddings + logistic regression"])]

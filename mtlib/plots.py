@@ -1,4 +1,7 @@
-"""Figures used across the notebooks, drawn with seaborn on matplotlib. Each returns its Axes or Figure."""
+"""Figures used across the notebooks, drawn with seaborn on matplotlib. Each returns its Axes or Figure.
+
+One colour means one thing in every notebook: :data:`PALETTES` maps each label of each task to its colour.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,51 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.figure import Figure
+
+from mtlib.config import DEFAULT_TASKS
+
+_colorblind = sns.color_palette("colorblind")
+PALETTES: dict[str, dict[str, tuple]] = {
+    "topic": dict(zip(DEFAULT_TASKS["topic"], _colorblind[:5], strict=True)),
+    "sentiment": {"Negative": _colorblind[3], "Neutral": (0.55, 0.55, 0.55), "Positive": _colorblind[2]},
+    "task": {"topic": _colorblind[0], "sentiment": _colorblind[4]},
+}
+
+
+def figure_text(fig: Figure) -> str:
+    """Every word a figure shows a reader: its title, and each panel's title, axis labels and legend."""
+    lines = [f"Figure: {fig.get_suptitle()}" if fig.get_suptitle() else "Figure"]
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes)]
+    for i, ax in enumerate(fig.axes, start=1):
+        parts = [f"{name} {text!r}" for name, text in
+                 (("title", ax.get_title()), ("x", ax.get_xlabel()), ("y", ax.get_ylabel())) if text]
+        if parts:
+            lines.append(f"panel {i}: " + ", ".join(parts))
+    for legend in filter(None, legends):
+        entries = [t.get_text() for t in legend.get_texts()]
+        lines.append(f"legend {legend.get_title().get_text()!r}: " + ", ".join(map(repr, entries)))
+    return "\n".join(lines)
+
+
+def store_figure_text() -> None:
+    """Store each figure's words as its plain-text output, beside the image.
+
+    A reader without the image, a diff of the notebook, nbval and ``tests/test_figures.py`` (no identifiers
+    in figures) then see what the figure says.
+    """
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None:
+        raise RuntimeError("store_figure_text() works in IPython or Jupyter only; call figure_text(fig) elsewhere.")
+    shell.display_formatter.formatters["text/plain"].for_type(Figure, lambda fig, p, cycle: p.text(figure_text(fig)))
+
+
+def chance_line(ax, n_labels: int, *, axis: str = "y") -> None:
+    """Mark the score of guessing uniformly among ``n_labels`` classes on a score axis."""
+    line = ax.axhline if axis == "y" else ax.axvline
+    line(1 / n_labels, color="0.4", linestyle=":", linewidth=1, label=f"chance (1/{n_labels})")
 
 
 def similarity_heatmap(embeddings: np.ndarray, labels: Sequence[str], *, ax=None):
