@@ -47,7 +47,6 @@ RECIPES = {
     "2 epochs": {"epochs": 2},
     "heads at lr 1e-3": {"head_lr": 1e-3},
     "heads at lr 1e-3, bf16 autocast": {"head_lr": 1e-3, "mixed_precision": "bf16"},
-    "heads at lr 1e-3, 6 epochs": {"head_lr": 1e-3, "epochs": 6},
 }
 WISE_FROM = ("full fine-tuning", "LP-FT")  # recipes whose models are also interpolated
 WISE_ALPHAS = (0.25, 0.5, 0.75)
