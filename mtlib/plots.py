@@ -6,6 +6,7 @@ One colour means one thing in every notebook: :data:`PALETTES` maps each label o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -15,6 +16,9 @@ import torch
 from matplotlib.figure import Figure
 
 from mtlib.config import DEFAULT_TASKS
+
+if TYPE_CHECKING:
+    from mtlib.model import MultiTaskModel
 
 _colorblind = sns.color_palette("colorblind")
 PALETTES: dict[str, dict[str, tuple]] = {
@@ -148,7 +152,7 @@ def learning_curve(table: pd.DataFrame, *, x: str = "train_fraction", y: str = "
     return fig
 
 
-def architecture_diagram(model) -> Figure:
+def architecture_diagram(model: MultiTaskModel) -> Figure:
     """A :class:`~mtlib.model.MultiTaskModel` drawn as boxes, input at the bottom, one head per task on top.
 
     Every size and parameter count is read from the model's own modules (the embedding table, each transformer
