@@ -6,14 +6,19 @@ One colour means one thing in every notebook: :data:`PALETTES` maps each label o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+import torch
 from matplotlib.figure import Figure
 
 from mtlib.config import DEFAULT_TASKS
+
+if TYPE_CHECKING:
+    from mtlib.model import MultiTaskModel
 
 _colorblind = sns.color_palette("colorblind")
 PALETTES: dict[str, dict[str, tuple]] = {
@@ -49,6 +54,8 @@ def store_figure_text() -> None:
     shell = get_ipython()
     if shell is None:
         raise RuntimeError("store_figure_text() works in IPython or Jupyter only; call figure_text(fig) elsewhere.")
+    # Load the backend now: Jupyter's inline backend, loaded by the first figure, resets the figure formatters.
+    plt.switch_backend(plt.get_backend())
     shell.display_formatter.formatters["text/plain"].for_type(Figure, lambda fig, p, cycle: p.text(figure_text(fig)))
 
 
@@ -58,25 +65,43 @@ def chance_line(ax, n_labels: int, *, axis: str = "y") -> None:
     line(1 / n_labels, color="0.4", linestyle=":", linewidth=1, label=f"chance (1/{n_labels})")
 
 
-def similarity_heatmap(embeddings: np.ndarray, labels: Sequence[str], *, ax=None):
-    """Cosine similarity of every pair of sentences."""
+def similarity_heatmap(
+    embeddings: np.ndarray, labels: Sequence[str], *, title: str = "cosine similarity of every pair", ax=None
+):
+    """Cosine similarity of every pair of sentences, each cell annotated with its value."""
     x = np.asarray(embeddings, dtype=float)
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
     ax = ax or plt.subplots(figsize=(0.6 * len(labels) + 3, 0.5 * len(labels) + 2))[1]
     sns.heatmap(x @ x.T, annot=True, fmt=".2f", cmap="viridis", vmin=-0.1, vmax=1, square=True,
                 xticklabels=labels, yticklabels=labels, cbar_kws={"label": "cosine similarity"}, ax=ax)
     ax.tick_params(axis="x", rotation=90)
+    ax.set_title(title)
     return ax
 
 
-def projection_scatter(points: np.ndarray, frame: pd.DataFrame, columns: Sequence[str] = ("topic", "sentiment")):
-    """A 2-D projection of sentence embeddings, one panel per label column."""
+def projection_scatter(
+    points: np.ndarray,
+    frame: pd.DataFrame,
+    columns: Sequence[str] = ("topic", "sentiment"),
+    *,
+    explained_variance: Sequence[float] | None = None,
+):
+    """A 2-D projection of sentence embeddings, one panel per label column, each in its palette.
+
+    ``explained_variance`` (e.g. a fitted PCA's ``explained_variance_ratio_``) labels the axes with the share of
+    variance each component keeps, so a reader knows how much of the space the picture shows.
+    """
     fig, axes = plt.subplots(1, len(columns), figsize=(6 * len(columns), 5), squeeze=False)
+    if explained_variance is None:
+        axis_labels = ("first component", "second component")
+    else:
+        axis_labels = tuple(f"PC{i} ({v:.1%} of variance)" for i, v in enumerate(explained_variance[:2], start=1))
     for ax, column in zip(axes[0], columns, strict=True):
-        sns.scatterplot(x=points[:, 0], y=points[:, 1], hue=frame[column].to_numpy(), s=8, alpha=0.7,
-                        linewidth=0, ax=ax)
-        ax.set(title=f"coloured by {column}", xticks=[], yticks=[])
-        ax.legend(markerscale=2, fontsize="small")
+        palette = PALETTES.get(column)
+        sns.scatterplot(x=points[:, 0], y=points[:, 1], hue=frame[column].to_numpy(), s=8, alpha=0.7, linewidth=0,
+                        palette=palette, hue_order=list(palette) if palette else None, ax=ax)
+        ax.set(title=f"coloured by {column}", xlabel=axis_labels[0], ylabel=axis_labels[1], xticks=[], yticks=[])
+        ax.legend(markerscale=2, fontsize="small", title=column)
     fig.tight_layout()
     return fig
 
@@ -123,5 +148,69 @@ def learning_curve(table: pd.DataFrame, *, x: str = "train_fraction", y: str = "
     fig, ax = plt.subplots(figsize=(7, 4.5))
     sns.lineplot(data=table, x=x, y=y, hue=hue, style=style, marker="o", ax=ax)
     ax.set(xscale="log", title=f"{y} by {x}")
+    fig.tight_layout()
+    return fig
+
+
+def architecture_diagram(model: MultiTaskModel) -> Figure:
+    """A :class:`~mtlib.model.MultiTaskModel` drawn as boxes, input at the bottom, one head per task on top.
+
+    Every size and parameter count is read from the model's own modules (the embedding table, each transformer
+    layer, the pooling, each head's linear layers), so the picture stays true when the backbone, pooling, heads
+    or tasks change. A dashed grey box is frozen (no parameter in it trains).
+    """
+    from matplotlib.patches import FancyBboxPatch
+
+    from mtlib.backbone import backbone_parts
+
+    parts = backbone_parts(model.encoder.transformer)
+    hidden = model.encoder.hidden_size
+    table = next(m for m in parts.embeddings.modules() if isinstance(m, torch.nn.Embedding))
+    stack = [(None, f"token ids (batch, tokens), vocabulary of {table.num_embeddings:,}")]
+    stack.append((parts.embeddings, f"embeddings: {table.num_embeddings:,} x {table.embedding_dim} table"))
+    for i, layer in enumerate(parts.layers):
+        widths = sorted({m.out_features for m in layer.modules() if isinstance(m, torch.nn.Linear)})
+        stack.append((layer, f"transformer layer {i}: self-attention, feed-forward {hidden} → {widths[-1]} → {hidden}"))
+    pooling = model.encoder.pooling
+    stack.append((pooling, f"{pooling.mode} pooling: one sentence vector of {hidden} per sentence"))
+    heads = list(model.heads.items())
+    width = max(7.0, 3.2 * len(heads))
+    fig, ax = plt.subplots(figsize=(width + 1, 0.62 * (len(stack) + 2) + 0.6))
+
+    def box(x: float, y: float, w: float, text: str, module, color) -> None:
+        params = [] if module is None else list(module.parameters())
+        frozen = bool(params) and not any(p.requires_grad for p in params)
+        if module is not None:
+            text += f"\n{sum(p.numel() for p in params):,} parameters" + (" (frozen)" if frozen else "")
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - 0.32), w, 0.64, boxstyle="round,pad=0.03",
+                                    facecolor="0.9" if frozen else color, edgecolor="0.3",
+                                    linestyle="--" if frozen else "-"))
+        ax.text(x, y, text, ha="center", va="center", fontsize=8)
+
+    def arrow(x0: float, y0: float, x1: float, y1: float) -> None:
+        ax.annotate("", xy=(x1, y1 - 0.34), xytext=(x0, y0 + 0.34), arrowprops={"arrowstyle": "->", "color": "0.3"})
+
+    encoder_color = (0.86, 0.91, 0.97)
+    for y, (module, text) in enumerate(stack):
+        box(0, y, width * 0.8, text, module, "white" if module is None else encoder_color)
+        if y:
+            arrow(0, y - 1, 0, y)
+    top = len(stack)
+    xs = np.linspace(-width / 2 + width / (2 * len(heads)), width / 2 - width / (2 * len(heads)), len(heads))
+    colors = sns.color_palette("colorblind", len(heads))
+    for x, (task, head), color in zip(xs, heads, colors, strict=True):
+        sizes = [m.in_features for m in head if isinstance(m, torch.nn.Linear)][:1]
+        sizes += [m.out_features for m in head if isinstance(m, torch.nn.Linear)]
+        tint = PALETTES["task"].get(task, color)
+        box(x, top + 0.4, width / len(heads) * 0.85, f"{task} head: " + " → ".join(map(str, sizes)), head,
+            (*tint[:3], 0.35))
+        arrow(0, top - 1, x, top + 0.4)
+    ax.text(-width / 2 - 0.1, (len(stack) - 1) / 2 + 0.5, "shared encoder: every task reads it", rotation=90,
+            ha="right", va="center", fontsize=9)
+    ax.set(xlim=(-width / 2 - 0.5, width / 2 + 0.2), ylim=(-0.6, top + 1.0))
+    ax.axis("off")
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    ax.set_title(f"The model, read from its modules: {total:,} parameters, {trainable:,} of them trainable")
     fig.tight_layout()
     return fig
