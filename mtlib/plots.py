@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import matplotlib.colors as mcolors
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -20,11 +21,12 @@ from mtlib.config import DEFAULT_TASKS
 if TYPE_CHECKING:
     from mtlib.model import MultiTaskModel
 
-_colorblind = sns.color_palette("colorblind")
+# Seaborn's colour-blind palette, split so that no colour means two things: topics, sentiments, tasks apart.
+_blind = sns.color_palette("colorblind")
 PALETTES: dict[str, dict[str, tuple]] = {
-    "topic": dict(zip(DEFAULT_TASKS["topic"], _colorblind[:5], strict=True)),
-    "sentiment": {"Negative": _colorblind[3], "Neutral": (0.55, 0.55, 0.55), "Positive": _colorblind[2]},
-    "task": {"topic": _colorblind[0], "sentiment": _colorblind[4]},
+    "topic": dict(zip(DEFAULT_TASKS["topic"], [_blind[0], _blind[1], _blind[4], _blind[9], _blind[5]], strict=True)),
+    "sentiment": {"Negative": _blind[3], "Neutral": _blind[7], "Positive": _blind[2]},
+    "task": {"topic": mcolors.to_rgb("#332288"), "sentiment": mcolors.to_rgb("#882255")},  # indigo, wine
 }
 
 
