@@ -134,7 +134,7 @@ def compare_bars(
         sns.barplot(data=data, y=x, x=column, order=order, hue=None if is_cost else hue, palette=palette,
                     orient="h", errorbar="sd", capsize=0.2, err_kws={"linewidth": 1}, ax=ax)
         for bars in ax.containers:
-            ax.bar_label(bars, fmt="{:,.3g}" if is_cost else "{:.3f}", fontsize=7, padding=3)
+            ax.bar_label(bars, fmt=_short if is_cost else "{:.3f}", fontsize=7, padding=3)
         ax.set(ylabel="", xlabel=label, xscale="log" if is_cost else "linear")
         if is_cost:
             ax.set_xlim(right=ax.get_xlim()[1] * 30)  # room for the value labels
@@ -147,6 +147,13 @@ def compare_bars(
                           title=hue.replace("_", " ") if hue else None)
     fig.tight_layout()
     return fig
+
+
+def _short(value: float) -> str:
+    """22.6M, 3,080, 16.9 or 0.0176: a cost label a reader takes in at a glance."""
+    if value >= 1e6:
+        return f"{value / 1e6:.3g}M"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def learning_curve(table: pd.DataFrame, *, x: str = "rows", y: str = "macro_f1", hue: str = "arm", col: str = "task",
@@ -181,9 +188,9 @@ def training_map(states: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(1.0 * states.shape[1] + 2.5, 0.45 * states.shape[0] + 1.6))
     cmap = matplotlib.colors.ListedColormap(list(STATE_COLOURS.values()))
     ax.imshow(states.replace(codes).to_numpy(dtype=float), cmap=cmap, vmin=-0.5, vmax=len(codes) - 0.5, aspect="auto")
+    words = {"trained": "trains", "LoRA adapters": "LoRA", "no parameters": "no weights"}
     for (i, j), state in np.ndenumerate(states.to_numpy()):
-        ax.text(j, i, {"trained": "trains", "LoRA adapters": "LoRA"}.get(state, ""), ha="center",
-                va="center", fontsize=7)
+        ax.text(j, i, words.get(state, ""), ha="center", va="center", fontsize=7)
     ax.set_xticks(range(states.shape[1]), states.columns, rotation=35, ha="right", rotation_mode="anchor")
     ax.set_yticks(range(states.shape[0]), states.index)
     ax.set_xticks(np.arange(states.shape[1] + 1) - 0.5, minor=True)
@@ -191,7 +198,7 @@ def training_map(states: pd.DataFrame):
     ax.grid(which="minor", color="white", linewidth=2)
     ax.tick_params(which="minor", length=0)
     ax.set(xlabel="part of the model (input at the left)", ylabel="strategy", title="What trains under each strategy")
-    handles = [matplotlib.patches.Patch(color=c, label=s) for s, c in STATE_COLOURS.items()]
+    handles = [matplotlib.patches.Patch(facecolor=c, edgecolor="0.6", label=s) for s, c in STATE_COLOURS.items()]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), title="parameters")
     fig.tight_layout()
     return fig
