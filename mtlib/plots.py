@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import matplotlib
 import matplotlib.colors as mcolors
+import matplotlib.patches
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -133,23 +135,111 @@ def confusion_matrices(results: dict[str, dict], tasks: dict[str, Sequence[str]]
     return fig
 
 
-def compare_bars(table: pd.DataFrame, *, x: str, metrics: Sequence[str], hue: str | None = None):
-    """One bar panel per metric column, e.g. trainable parameters, seconds per epoch and macro-F1."""
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        sns.barplot(data=table, x=x, y=metric, hue=hue, ax=ax)
-        ax.set(title=metric, xlabel="")
-        ax.tick_params(axis="x", rotation=30)
+def compare_bars(
+    table: pd.DataFrame,
+    *,
+    x: str,
+    panels: dict[str, str],
+    log: Sequence[str] = (),
+    hue: str | None = None,
+    palette: dict | None = None,
+    chance: dict[str, int] | None = None,
+):
+    """One panel of horizontal bars per column of ``panels`` (column -> axis label): the mean over seeds, sd bars.
+
+    The rows are the values of ``x`` (long plain names stay readable). Panels in ``log`` are costs (trainable
+    parameters, seconds) on a log axis, where a zero cost has no bar; the others are scores on a 0-1 axis, with a
+    dotted chance line where ``chance`` gives the panel's number of labels. Each bar is labelled with its mean.
+    """
+    order = list(dict.fromkeys(table[x]))
+    n_bars = len(order) * (table[hue].nunique() if hue else 1)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels) + 2.2, 0.32 * n_bars + 1.6),
+                             squeeze=False, sharey=True)
+    for ax, (column, label) in zip(axes[0], panels.items(), strict=True):
+        is_cost = column in log
+        data = table[table[column] > 0] if is_cost else table
+        sns.barplot(data=data, y=x, x=column, order=order, hue=None if is_cost else hue, palette=palette,
+                    orient="h", errorbar="sd", capsize=0.2, err_kws={"linewidth": 1}, ax=ax)
+        for bars in ax.containers:
+            ax.bar_label(bars, fmt=_short if is_cost else "{:.3f}", fontsize=7, padding=3)
+        ax.set(ylabel="", xlabel=label, xscale="log" if is_cost else "linear")
+        if is_cost:
+            ax.set_xlim(right=ax.get_xlim()[1] * 30)  # room for the value labels
+        else:
+            ax.set_xlim(0, 1.25)
+            if chance and column in chance:
+                chance_line(ax, chance[column], axis="x")
+            if hue or (chance and column in chance):
+                ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
+                          title=hue.replace("_", " ") if hue else None)
     fig.tight_layout()
     return fig
 
 
-def learning_curve(table: pd.DataFrame, *, x: str = "train_fraction", y: str = "macro_f1", hue: str = "strategy",
-                   style: str | None = "task"):
-    """Score against training-set size, one line per strategy (log-scaled x)."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    sns.lineplot(data=table, x=x, y=y, hue=hue, style=style, marker="o", ax=ax)
-    ax.set(xscale="log", title=f"{y} by {x}")
+def _short(value: float) -> str:
+    """22.6M, 3,080, 16.9 or 0.0176: a cost label a reader takes in at a glance."""
+    if value >= 1e6:
+        return f"{value / 1e6:.3g}M"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def learning_curve(table: pd.DataFrame, *, x: str = "rows", y: str = "macro_f1", hue: str = "arm", col: str = "task",
+                   chance: dict[str, int] | None = None, ylabel: str = "validation macro-F1"):
+    """Score against training rows (log axis), one panel per ``col`` value, one line per ``hue``, sd bands."""
+    names = list(dict.fromkeys(table[col]))
+    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.2), squeeze=False, sharey=True)
+    for ax, name in zip(axes[0], names, strict=True):
+        sns.lineplot(data=table[table[col] == name], x=x, y=y, hue=hue, errorbar="sd", marker="o", ax=ax)
+        if chance and name in chance:
+            chance_line(ax, chance[name])
+        sizes = sorted(set(table[x]))
+        ax.set(xscale="log", title=name, xlabel="training rows (log scale)", ylabel=ylabel)
+        ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
+        ax.minorticks_off()
+        ax.legend(fontsize="small", loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+STATE_COLOURS = {  # outside PALETTES' colours: a part's state is not a label
+    "trained": mcolors.to_rgb("#44aa99"), "frozen": (0.85, 0.85, 0.85), "LoRA adapters": mcolors.to_rgb("#ddcc77"),
+    "no parameters": (1, 1, 1),
+}
+
+
+def training_map(states: pd.DataFrame):
+    """A grid of strategies (rows) by model parts (columns), each cell coloured by what trains there.
+
+    ``states`` holds one of :data:`STATE_COLOURS`' keys per cell, e.g. read from ``requires_grad`` after freezing.
+    """
+    codes = {state: i for i, state in enumerate(STATE_COLOURS)}
+    fig, ax = plt.subplots(figsize=(1.0 * states.shape[1] + 2.5, 0.45 * states.shape[0] + 1.6))
+    cmap = matplotlib.colors.ListedColormap(list(STATE_COLOURS.values()))
+    ax.imshow(states.replace(codes).to_numpy(dtype=float), cmap=cmap, vmin=-0.5, vmax=len(codes) - 0.5, aspect="auto")
+    words = {"trained": "trains", "LoRA adapters": "LoRA", "no parameters": "no weights"}
+    for (i, j), state in np.ndenumerate(states.to_numpy()):
+        ax.text(j, i, words.get(state, ""), ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(states.shape[1]), states.columns, rotation=35, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(states.shape[0]), states.index)
+    ax.set_xticks(np.arange(states.shape[1] + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(states.shape[0] + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", linewidth=2)
+    ax.tick_params(which="minor", length=0)
+    ax.set(xlabel="part of the model (input at the left)", ylabel="strategy", title="What trains under each strategy")
+    handles = [matplotlib.patches.Patch(facecolor=c, edgecolor="0.6", label=s) for s, c in STATE_COLOURS.items()]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), title="parameters")
+    fig.tight_layout()
+    return fig
+
+
+def cka_by_layer(table: pd.DataFrame, *, layer_names: Sequence[str]):
+    """Linear CKA between the pretrained and a fine-tuned encoder at each layer, one line per ``arm`` (sd band)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    sns.lineplot(data=table, x="layer", y="cka", hue="arm", style="arm", errorbar="sd", markers=True, ax=ax)
+    ax.set_xticks(range(len(layer_names)), layer_names)
+    ax.set(xlabel="output of (bottom to top)", ylabel="linear CKA with the pretrained encoder",
+           title="Where training changed the encoder (1 = unchanged)")
+    ax.legend(title="recipe", fontsize="small", loc="lower left")
     fig.tight_layout()
     return fig
 

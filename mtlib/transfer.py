@@ -76,3 +76,34 @@ def interpolate_encoder(model: MultiTaskModel, pretrained: dict[str, torch.Tenso
 def encoder_state(encoder: SentenceEncoder) -> dict[str, torch.Tensor]:
     """A CPU copy of an encoder's weights, to interpolate with after fine-tuning."""
     return {name: t.detach().cpu().clone() for name, t in encoder.state_dict().items()}
+
+
+def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Linear centred kernel alignment (Kornblith et al., 2019) of two representations of the same sentences.
+
+    1 when ``y`` is ``x`` rotated and scaled, near 0 when they share no linear structure; the number of
+    features may differ. Rows are sentences.
+
+    Example:
+        >>> x = torch.randn(100, 8)
+        >>> round(linear_cka(x, 3 * x @ torch.linalg.qr(torch.randn(8, 8))[0]), 6)
+        1.0
+    """
+    if x.shape[0] != y.shape[0] or x.shape[0] < 2:
+        raise ValueError(f"x {tuple(x.shape)} and y {tuple(y.shape)} need the same sentences (rows), at least 2.")
+    x, y = x.double() - x.double().mean(0), y.double() - y.double().mean(0)
+    return float((y.T @ x).square().sum() / (torch.linalg.norm(x.T @ x) * torch.linalg.norm(y.T @ y)))
+
+
+@torch.inference_mode()
+def layer_outputs(encoder: SentenceEncoder, sentences: list[str]) -> list[torch.Tensor]:
+    """Mean-pooled outputs ``(n, H)`` of the embeddings and of each transformer layer, bottom first."""
+    was_training = encoder.training
+    encoder.eval()
+    tokens = encoder.tokenize(sentences)
+    mask = tokens["attention_mask"].to(encoder.device)
+    hidden = encoder.transformer(input_ids=tokens["input_ids"].to(encoder.device), attention_mask=mask,
+                                 output_hidden_states=True).hidden_states  # embeddings + each layer, (B, T, H)
+    encoder.train(was_training)
+    weights = mask.unsqueeze(-1).float()
+    return [((h.float() * weights).sum(1) / weights.sum(1)).cpu() for h in hidden]

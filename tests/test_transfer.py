@@ -5,9 +5,17 @@ from sklearn.linear_model import LogisticRegression
 
 from mtlib.config import ModelConfig, TrainConfig
 from mtlib.data import load_dataset, split_dataset
+from mtlib.freezing import transformer_layers
 from mtlib.model import DEFAULT_TASKS, MultiTaskModel
 from mtlib.train import train
-from mtlib.transfer import PROBE_C, encoder_state, fit_linear_probe, interpolate_encoder
+from mtlib.transfer import (
+    PROBE_C,
+    encoder_state,
+    fit_linear_probe,
+    interpolate_encoder,
+    layer_outputs,
+    linear_cka,
+)
 
 
 @pytest.fixture
@@ -76,3 +84,28 @@ def test_lp_ft_and_wise_through_train(tmp_path, small_frame, tiny_bert_dir):
 def test_bad_recipe_options(tmp_path, small_csv, field, value, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(data=small_csv, output_dir=str(tmp_path), model=ModelConfig(head="mlp"), **{field: value})
+
+
+def test_linear_cka_against_its_definition():
+    torch.manual_seed(0)
+    x, y = torch.randn(50, 6, dtype=torch.float64), torch.randn(50, 4, dtype=torch.float64)
+    centre = torch.eye(50, dtype=torch.float64) - 1 / 50  # H = I - 11^T / n
+
+    def hsic(k, m):
+        return torch.trace(k @ centre @ m @ centre)
+
+    k, m = x @ x.T, y @ y.T
+    assert linear_cka(x, y) == pytest.approx(float(hsic(k, m) / torch.sqrt(hsic(k, k) * hsic(m, m))), rel=1e-9)
+    rotation = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64))[0]
+    assert linear_cka(x, 5 * x @ rotation + 2) == pytest.approx(1.0)  # rotation, scale and shift do not count
+    assert 0 <= linear_cka(x, y) < 0.5
+    with pytest.raises(ValueError, match="need the same sentences"):
+        linear_cka(x, y[:10])
+
+
+def test_layer_outputs_end_in_the_sentence_vector(tiny_model):
+    sentences = ["Stocks slid on Friday.", "A short one.", "The match ended in a draw after extra time."]
+    outputs = layer_outputs(tiny_model.encoder, sentences)
+    assert len(outputs) == len(transformer_layers(tiny_model)) + 1  # embeddings, then each layer
+    assert torch.allclose(outputs[-1], tiny_model.encoder.encode(sentences), atol=1e-5)  # mean pooling of the top
+    assert not torch.allclose(outputs[0], outputs[-1])
