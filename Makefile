@@ -58,6 +58,7 @@ bench: setup
 # The recipe comparison behind the default (about 80 min on a 2-core CPU); results in experiments/results/.
 experiments: setup
 	$(BIN)/python experiments/recipes.py
+	$(BIN)/python experiments/loss_weighting.py
 
 # JupyterLab on the notebooks; it prints the URL with its token. As root (containers, CI) it needs --allow-root.
 # LAB_OPTIONS adds server options: make lab LAB_OPTIONS="--port=8890 --no-browser".

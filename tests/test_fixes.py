@@ -58,6 +58,14 @@ def test_uncertainty_weights_learn_at_head_lr(tmp_path, small_csv, tiny_bert_dir
     assert set(weights) == set(DEFAULT_TASKS) and all(w != 1.0 for w in weights.values())
 
 
+def test_uncertainty_weights_learn_at_their_own_rate(tmp_path, small_csv, tiny_bert_dir, optimizer_groups):
+    config = settings(tmp_path, small_csv, tiny_bert_dir, loss_weighting="uncertainty", head_lr=1e-2, log_var_lr=0.1)
+    model, _ = train(config)
+    log_vars = [g for g in optimizer_groups if [p.shape for p in g["params"]] == [(2,)]]
+    assert [g["lr"] for g in log_vars] == [0.1]
+    assert lr_of(optimizer_groups, model.heads.parameters()) == {1e-2}
+
+
 def test_temperature_zero_is_a_clear_error():
     with pytest.raises(ValueError, match=r"temperature=0 should be a positive number"):
         task_schedule({"a": 3, "b": 1}, "temperature", temperature=0, rng=np.random.default_rng(0))
