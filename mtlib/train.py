@@ -272,6 +272,8 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
         set_seed(config.seed + epoch)
         for sampler in samplers:
             sampler.set_epoch(epoch)
+        for loader in train_loaders.values():  # else a prepared loader resets its sampler to its own epoch count,
+            loader.set_epoch(epoch)  # which stays 0 when train_one_epoch stops at the last batch
         if config.gradual_unfreeze:
             gradual_unfreeze(raw_model, epoch, every=config.gradual_unfreeze)
         model.train()
