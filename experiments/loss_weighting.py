@@ -86,12 +86,11 @@ def run(arm: str, seed: int) -> dict:
     loaders, _ = get_dataloaders(model, splits, config, cache=False, precision="fp32")
     criterion = ScaledLoss(list(DEFAULT_TASKS), scales, weighting=config.loss_weighting, weights=config.task_weights)
     optimizer, scheduler = build_optimizer(model, criterion, config, len(loaders["joint"]))
-    sampler = loaders["joint"].batch_sampler  # reseeded each epoch, as in train()
     model, optimizer, scheduler, loader = accelerator.prepare(model, optimizer, scheduler, loaders["joint"])
     started, epochs = time.perf_counter(), []
     for epoch in range(EPOCHS):
         set_seed(seed + epoch)
-        sampler.set_epoch(epoch)
+        loader.set_epoch(epoch)  # the prepared loader passes the epoch on to its batch sampler
         model.train()
         losses = train_one_epoch(model, {"joint": loader}, ["joint"] * len(loader), criterion, optimizer, scheduler,
                                  accelerator, max_grad_norm=config.max_grad_norm, progress=False)
