@@ -55,12 +55,13 @@ bench: setup
 	$(BIN)/python benchmarks/bench_predict.py
 	$(BIN)/python benchmarks/bench_train.py
 
-# The recipe comparison behind the default (about 80 min on a 2-core CPU), and the experiments notebooks 02 and 03
-# load (gradient conflict, freezing); results in experiments/results/.
+# The recipe comparison behind the default (about 80 min on a 2-core CPU), and the experiments notebooks 02, 03 and
+# 04 load (gradient conflict, freezing, loss weighting); results in experiments/results/.
 experiments: setup
 	$(BIN)/python experiments/recipes.py
 	$(BIN)/python experiments/gradient_conflict.py
 	$(BIN)/python experiments/freezing.py
+	$(BIN)/python experiments/loss_weighting.py
 
 # JupyterLab on the notebooks; it prints the URL with its token. As root (containers, CI) it needs --allow-root.
 # LAB_OPTIONS adds server options: make lab LAB_OPTIONS="--port=8890 --no-browser".

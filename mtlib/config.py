@@ -62,6 +62,7 @@ class TrainConfig:
     batch_size: int = 32  # sentences per step (per process)
     lr: float = 1e-4  # peak learning rate of AdamW for the encoder
     head_lr: float | None = 1e-3  # learning rate of the heads and loss weights (fresh, so faster); None: lr
+    log_var_lr: float | None = None  # learning rate of the uncertainty weights' log-variances; None: head_lr
     weight_decay: float = 0.01  # AdamW decoupled weight decay, not on biases and LayerNorm
     warmup_ratio: float = 0.1  # share of steps with linearly rising learning rate, then linear decay to 0
     max_grad_norm: float = 1.0  # gradient clipping; 0: off
@@ -100,6 +101,7 @@ class TrainConfig:
             "batch_size": positive_int,
             "lr": (lambda v: is_number(v) and v > 0, "a positive number"),
             "head_lr": (lambda v: v is None or is_number(v) and v > 0, "a positive number, or None for lr"),
+            "log_var_lr": (lambda v: v is None or is_number(v) and v > 0, "a positive number, or None for head_lr"),
             "weight_decay": (lambda v: is_number(v) and v >= 0, "a number, 0 or more"),
             "warmup_ratio": (lambda v: is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
             "max_grad_norm": (lambda v: is_number(v) and v >= 0, "0 (off) or a positive number"),

@@ -110,15 +110,24 @@ def projection_scatter(
     return fig
 
 
-def training_curves(metrics: pd.DataFrame):
-    """Loss per split and validation macro-F1 per task, by epoch, from ``metrics.csv``."""
+def training_curves(metrics: pd.DataFrame, tasks: dict[str, Sequence[str]] | None = None):
+    """Loss per split and validation macro-F1 per task, by epoch, from ``metrics.csv``.
+
+    With ``tasks`` (task -> labels) the score panel marks each task's chance level.
+    """
     fig, (loss_ax, f1_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    sns.lineplot(data=metrics, x="epoch", y="loss", hue="task", style="split", marker="o", ax=loss_ax)
-    loss_ax.set(title="loss")
+    sns.lineplot(data=metrics, x="epoch", y="loss", hue="task", style="split", marker="o", ax=loss_ax,
+                 palette=PALETTES["task"])
+    loss_ax.set(title="loss by epoch", ylabel="mean cross-entropy loss")
     validation = metrics[metrics["split"] == "validation"]
-    sns.lineplot(data=validation, x="epoch", y="macro_f1", hue="task", marker="o", ax=f1_ax)
-    f1_ax.set(title="validation macro-F1")
+    sns.lineplot(data=validation, x="epoch", y="macro_f1", hue="task", marker="o", ax=f1_ax, palette=PALETTES["task"])
+    for task, labels in (tasks or {}).items():
+        f1_ax.axhline(1 / len(labels), color=PALETTES["task"].get(task, "0.4"), linestyle=":", linewidth=1,
+                      label=f"chance, {task} (1/{len(labels)})")
+    f1_ax.set(title="validation macro-F1 by epoch", ylabel="macro-F1", ylim=(0, 1))
+    f1_ax.legend(title="task", fontsize="small")
     for ax in (loss_ax, f1_ax):
+        ax.set_xlabel("epoch (0 is the first)")
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
     return fig
@@ -130,7 +139,8 @@ def confusion_matrices(results: dict[str, dict], tasks: dict[str, Sequence[str]]
     for ax, (task, metrics) in zip(axes[0], results.items(), strict=True):
         sns.heatmap(np.array(metrics["confusion_matrix"]), annot=True, fmt="d", cmap="Blues", cbar=False,
                     xticklabels=tasks[task], yticklabels=tasks[task], ax=ax)
-        ax.set(title=f"{task}: macro-F1 {metrics['macro_f1']:.3f}", xlabel="predicted", ylabel="true")
+        ax.set(title=f"{task}: macro-F1 {metrics['macro_f1']:.3f}", xlabel="predicted label (sentences)",
+               ylabel="true label")
     fig.tight_layout()
     return fig
 
@@ -304,5 +314,38 @@ def architecture_diagram(model: MultiTaskModel) -> Figure:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     ax.set_title(f"The model, read from its modules: {total:,} parameters, {trainable:,} of them trainable")
+    fig.tight_layout()
+    return fig
+
+
+def flow_diagram(steps: Sequence[dict], *, title: str):
+    """Boxes for the steps of a function, top to bottom, each listing the calls it makes; a loop arrow spans the
+    steps marked ``in_loop``.
+
+    Each step is ``{"text": ..., "calls": [...], "in_loop": bool}``, e.g. read from a function's numbered comments,
+    so the diagram follows the code.
+    """
+    import textwrap
+
+    fig, ax = plt.subplots(figsize=(9, 1.15 * len(steps) + 0.6))
+    height, colour = 0.8, {False: "0.93", True: (*PALETTES["task"]["topic"], 0.18)}
+    for i, step in enumerate(steps):
+        y = -1.15 * i
+        box = plt.Rectangle((0, y - height / 2), 6, height, facecolor=colour[step["in_loop"]], edgecolor="0.3")
+        ax.add_patch(box)
+        ax.text(0.1, y + 0.12, textwrap.fill(f"{i + 1}) {step['text']}", 80), va="center", fontsize=8.5)
+        ax.text(0.1, y - 0.25, ", ".join(step["calls"]) or "-", va="center", fontsize=7.5, family="monospace",
+                color="0.25")
+        if i:
+            ax.annotate("", xy=(3, y + height / 2), xytext=(3, y + 1.15 - height / 2),
+                        arrowprops={"arrowstyle": "->", "color": "0.3"})
+    looped = [i for i, step in enumerate(steps) if step["in_loop"]]
+    if looped:
+        top, bottom = -1.15 * looped[0], -1.15 * looped[-1]
+        ax.annotate("", xy=(6, top), xytext=(6, bottom), arrowprops={
+            "arrowstyle": "->", "connectionstyle": "arc,angleA=0,angleB=0,armA=30,armB=30,rad=8", "color": "0.3"})
+        ax.text(6.45, (top + bottom) / 2, "next epoch", rotation=90, va="center", fontsize=8.5)
+    ax.set(xlim=(-0.1, 7), ylim=(-1.15 * (len(steps) - 1) - 0.6, 0.6), title=title)
+    ax.axis("off")
     fig.tight_layout()
     return fig

@@ -103,15 +103,16 @@ def build_optimizer(
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """AdamW over every parameter (frozen ones get no state) and a linear warm-up then decay.
 
-    The heads and the learned loss weights are fresh, so they get ``head_lr``; the encoder gets ``lr``,
-    shrinking layer by layer with ``layer_lr_decay``.
+    The heads and the learned loss weights are fresh, so they get ``head_lr`` (the loss weights ``log_var_lr``
+    when set: Adam moves a parameter by about its rate per step, so a log-variance needs a larger one to
+    travel far in a short run); the encoder gets ``lr``, shrinking layer by layer with ``layer_lr_decay``.
     """
     head_lr = config.head_lr or config.lr
     groups = layerwise_param_groups(
         model, config.lr, decay=config.layer_lr_decay, weight_decay=config.weight_decay, head_lr=head_lr
     )
     if criterion.log_vars is not None:
-        groups.append({"params": [criterion.log_vars], "lr": head_lr, "weight_decay": 0.0})
+        groups.append({"params": [criterion.log_vars], "lr": config.log_var_lr or head_lr, "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(groups)
     total = steps_per_epoch * config.epochs
     return optimizer, get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total), total)
@@ -271,6 +272,8 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
         set_seed(config.seed + epoch)
         for sampler in samplers:
             sampler.set_epoch(epoch)
+        for loader in train_loaders.values():  # else a prepared loader resets its sampler to its own epoch count,
+            loader.set_epoch(epoch)  # which stays 0 when train_one_epoch stops at the last batch
         if config.gradual_unfreeze:
             gradual_unfreeze(raw_model, epoch, every=config.gradual_unfreeze)
         model.train()

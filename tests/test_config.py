@@ -31,6 +31,7 @@ BAD_TRAIN = {
     "batch_size": 2.5,
     "lr": 0.0,
     "head_lr": -1e-3,
+    "log_var_lr": 0.0,
     "weight_decay": -0.1,
     "warmup_ratio": 1.5,
     "max_grad_norm": -1.0,

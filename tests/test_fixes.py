@@ -12,7 +12,7 @@ from accelerate import Accelerator
 import mtlib.encoder
 from mtlib.cli import build_parser, main
 from mtlib.config import ModelConfig, TrainConfig
-from mtlib.data import load_dataset, split_dataset, task_schedule
+from mtlib.data import LengthGroupedBatches, load_dataset, split_dataset, task_schedule
 from mtlib.evaluate import evaluate_frame
 from mtlib.freezing import freeze
 from mtlib.model import DEFAULT_TASKS, MultiTaskModel
@@ -56,6 +56,27 @@ def test_uncertainty_weights_learn_at_head_lr(tmp_path, small_csv, tiny_bert_dir
     assert [g["lr"] for g in log_vars] == [1e-2]
     weights = json.loads((tmp_path / "run" / "checkpoint.json").read_text())["loss_weights"]
     assert set(weights) == set(DEFAULT_TASKS) and all(w != 1.0 for w in weights.values())
+
+
+def test_uncertainty_weights_learn_at_their_own_rate(tmp_path, small_csv, tiny_bert_dir, optimizer_groups):
+    config = settings(tmp_path, small_csv, tiny_bert_dir, loss_weighting="uncertainty", head_lr=1e-2, log_var_lr=0.1)
+    model, _ = train(config)
+    log_vars = [g for g in optimizer_groups if [p.shape for p in g["params"]] == [(2,)]]
+    assert [g["lr"] for g in log_vars] == [0.1]
+    assert lr_of(optimizer_groups, model.heads.parameters()) == {1e-2}
+
+
+def test_each_epoch_draws_its_own_batch_order(tmp_path, small_csv, tiny_bert_dir, monkeypatch):
+    epochs = []
+    real = LengthGroupedBatches.__iter__
+
+    def spy(self):
+        epochs.append(self.epoch)
+        return real(self)
+
+    monkeypatch.setattr(LengthGroupedBatches, "__iter__", spy)
+    train(settings(tmp_path, small_csv, tiny_bert_dir, epochs=3, patience=3))
+    assert epochs[:3] == [0, 1, 2]  # then validation and test loaders, which do not use this sampler
 
 
 def test_temperature_zero_is_a_clear_error():
