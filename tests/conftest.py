@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 
 import pandas as pd
 import pytest
@@ -14,6 +15,14 @@ from mtlib.encoder import SentenceEncoder
 from mtlib.model import DEFAULT_TASKS, MultiTaskModel
 
 DATA = "data/sentences.csv"
+
+
+def load_experiment(name: str):
+    """``experiments/NAME.py`` as a module: experiments/ is a folder of scripts, not a package."""
+    spec = importlib.util.spec_from_file_location(name, f"experiments/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

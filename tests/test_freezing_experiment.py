@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from conftest import load_experiment
 
-SCRIPT = Path("experiments/freezing.py")
 ARM, SEED = "LoRA r=8", 0  # trains adapters through peft, and records the layer-wise CKA
 F1_TOLERANCE = 0.02  # another thread count sums in another order: a few of the 300 predictions may flip
 CKA_TOLERANCE = 0.01
@@ -16,10 +14,7 @@ CKA_TOLERANCE = 0.01
 
 @pytest.fixture(scope="module")
 def experiment():
-    spec = importlib.util.spec_from_file_location("freezing_experiment", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("freezing")
 
 
 def test_committed_results_cover_every_arm_and_seed(experiment):

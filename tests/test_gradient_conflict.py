@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
 import torch
+from conftest import load_experiment
 
-SCRIPT = Path("experiments/gradient_conflict.py")
 # Cosines here are mostly between -0.2 and 0.2; 0.01 allows for another CPU's float rounding over 64 steps,
 # and still fails on any change to the recipe, the data or the measurement.
 TOLERANCE = 0.01
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("gradient_conflict", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_seed_0_matches_the_committed_results():
-    script = load_script()
+    script = load_experiment("gradient_conflict")
     committed = pd.read_csv(script.RESULTS)
     assert sorted(committed["seed"].unique()) == list(script.SEEDS)
     threads = torch.get_num_threads()

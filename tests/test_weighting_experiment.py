@@ -1,23 +1,18 @@
 """experiments/loss_weighting.py: its scaled loss, and one of its runs re-done against the committed result."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import load_experiment
 
-SCRIPT = Path("experiments/loss_weighting.py")
 ARM = "topic x10, uncertainty"  # the arm that exercises the scale and the log-variances' own learning rate
 
 
 @pytest.fixture(scope="module")
 def weighting():
-    spec = importlib.util.spec_from_file_location("loss_weighting", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("loss_weighting")
 
 
 def test_scaled_loss_multiplies_before_the_weighting(weighting):
