@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -57,7 +58,11 @@ def make_accelerator(precision: str = "auto") -> Accelerator:
     """An Accelerator whose autocast follows ``precision`` (Accelerate calls fp32 ``no``)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"  # where Accelerate will put the model
     resolved = resolve_precision(precision, device)
-    return Accelerator(mixed_precision="no" if resolved == "fp32" else resolved)
+    mixed_precision = "no" if resolved == "fp32" else resolved
+    state = AcceleratorState._shared_state  # one per process: a second precision in one session needs a reset
+    if state.get("_mixed_precision", mixed_precision) != mixed_precision and state["num_processes"] == 1:
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=mixed_precision)
 
 
 def accelerator_precision(accelerator: Accelerator) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from mtlib import precision
-from mtlib.precision import cpu_has_native_bf16, resolve_precision
+from mtlib.precision import cpu_has_native_bf16, make_accelerator, resolve_precision
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/cpuinfo")
@@ -43,3 +43,10 @@ def test_auto_on_a_gpu_follows_its_bf16_support(monkeypatch, supported, expected
 def test_unknown_precision_names_the_valid_ones():
     with pytest.raises(ValueError, match="Valid precisions"):
         resolve_precision("int8", "cpu")
+
+
+def test_one_session_can_train_in_two_precisions():
+    """Accelerate keeps one precision per process; a second run in bf16 after one in fp32 must not be refused."""
+    assert make_accelerator("fp32").mixed_precision == "no"
+    assert make_accelerator("bf16").mixed_precision == "bf16"
+    assert make_accelerator("fp32").mixed_precision == "no"
