@@ -270,7 +270,7 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
         started = time.perf_counter()
         # 6) the epoch, not the run so far, fixes shuffling and dropout: a resumed run repeats an unbroken one
         set_seed(config.seed + epoch)
-        for sampler in samplers:
+        for sampler in samplers:  # across processes, the sharded loader does not pass set_epoch on to them
             sampler.set_epoch(epoch)
         for loader in train_loaders.values():  # else a prepared loader resets its sampler to its own epoch count,
             loader.set_epoch(epoch)  # which stays 0 when train_one_epoch stops at the last batch
