@@ -6,7 +6,8 @@ reported. A recipe replaces the default only when it is ahead of it on ``dev`` (
 interval above 0) on one task and not behind on the other: a difference within the noise moves nothing.
 WiSE-FT trains nothing of its own: it interpolates each fine-tuned encoder with the pretrained one. The
 baselines are fitted on the same training rows. One JSON file per run lands in
-``experiments/results/recipes/``, with each model's predictions for paired comparisons.
+``experiments/results/recipes/``, with each model's predictions for paired comparisons and the sha256 of the
+training data; runs on different versions of ``data/sentences.csv`` are kept apart, a table each.
 
     python experiments/recipes.py                          # every run not done yet, one after the other
     python experiments/recipes.py --shard 0/2 & python experiments/recipes.py --shard 1/2   # two at once
@@ -25,6 +26,7 @@ import pandas as pd
 import torch
 from transformers.utils import logging as hf_logging
 
+from mtlib.backbone import sha256_of
 from mtlib.baselines import make_classifier
 from mtlib.data import load_dataset, load_half, split_dataset
 from mtlib.encoder import SentenceEncoder
@@ -33,7 +35,7 @@ from mtlib.model import DEFAULT_TASKS
 from mtlib.train import TrainConfig, train
 from mtlib.transfer import encoder_state, interpolate_encoder
 
-DATA, OUT_OF_STYLE = "data/sentences.csv", "data/out_of_style.csv"
+DATA, OUT_OF_STYLE = (str(Path(__file__).parents[1] / "data" / name) for name in ("sentences.csv", "out_of_style.csv"))
 RESULTS = Path(__file__).parent / "results" / "recipes"
 OUT_OF_STYLE_SETS = {"out-of-style dev": "dev", "out-of-style test": "test"}  # never trained on
 SEEDS = (0, 1, 2)
@@ -100,7 +102,8 @@ def run_recipe(name: str, seed: int) -> list[dict]:
     started = time.perf_counter()
     model, _ = train(config)
     seconds = time.perf_counter() - started
-    records = [{"recipe": name, "seed": seed, "train_seconds": seconds, "scores": model_scores(model, sets)}]
+    records = [{"recipe": name, "seed": seed, "data": data_version(), "train_seconds": seconds,
+                "scores": model_scores(model, sets)}]
     if name in WISE_FROM:
         pretrained = encoder_state(SentenceEncoder.from_pretrained(config.model.backbone))
         fine_tuned = encoder_state(model.encoder)
@@ -108,8 +111,8 @@ def run_recipe(name: str, seed: int) -> list[dict]:
             model.encoder.load_state_dict(fine_tuned)
             interpolate_encoder(model, pretrained, alpha)
             records.append(
-                {"recipe": f"{name} + WiSE-FT {alpha}", "seed": seed, "train_seconds": seconds,
-                 "scores": model_scores(model, sets)}
+                {"recipe": f"{name} + WiSE-FT {alpha}", "seed": seed, "data": data_version(),
+                 "train_seconds": seconds, "scores": model_scores(model, sets)}
             )
     return records
 
@@ -133,8 +136,18 @@ def run_baselines(seed: int) -> list[dict]:
         for set_name, frame in sets.items():
             x = features(kind, frame)
             scores[set_name] = score({task: clf.predict(x) for task, clf in fitted.items()}, frame)
-        records.append({"recipe": name, "seed": seed, "train_seconds": None, "scores": scores})
+        records.append({"recipe": name, "seed": seed, "data": data_version(), "train_seconds": None,
+                        "scores": scores})
     return records
+
+
+def data_version() -> dict:
+    """Which ``data/sentences.csv`` a run trained on: a change to the file starts a new set of runs."""
+    return {"sha256": sha256_of(DATA), "rows": len(load_dataset(DATA, DEFAULT_TASKS))}
+
+
+def result_path(name: str, seed: int) -> Path:
+    return RESULTS / f"{slug(name)}-seed{seed}-data-{data_version()['sha256'][:8]}.json"
 
 
 def slug(name: str) -> str:
@@ -161,31 +174,41 @@ def default_recipe() -> str:
     return matches[0]
 
 
-def load_records() -> list[dict]:
-    return [record for path in sorted(RESULTS.glob("*.json")) for record in json.loads(path.read_text())]
+def load_records(sha256: str | None = None) -> list[dict]:
+    """Every stored run, or only the runs trained on the data with this sha256."""
+    records = [record for path in sorted(RESULTS.glob("*.json")) for record in json.loads(path.read_text())]
+    return [r for r in records if sha256 in (None, r["data"]["sha256"])]
 
 
 def score_table(records: list[dict]) -> pd.DataFrame:
     """One row per recipe, seed, evaluation set and task."""
     return pd.DataFrame(
-        {"recipe": r["recipe"], "seed": r["seed"], "set": set_name, "task": task, "accuracy": m["accuracy"],
-         "macro_f1": m["macro_f1"], "train_seconds": r["train_seconds"]}
+        {"recipe": r["recipe"], "seed": r["seed"], "data_sha256": r["data"]["sha256"], "data_rows": r["data"]["rows"],
+         "set": set_name, "task": task, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+         "train_seconds": r["train_seconds"]}
         for r in records for set_name, tasks in r["scores"].items() for task, m in tasks.items()
     )
 
 
-def paired_difference(records: list[dict], a: str, b: str, set_name: str, task: str) -> tuple:
-    """Macro-F1 of ``a`` minus ``b`` on the same rows, averaged over seeds, with a 95% paired-bootstrap interval."""
+def paired_difference(a: list[dict], b: list[dict], set_name: str, task: str) -> tuple:
+    """Macro-F1 of runs ``a`` minus runs ``b`` (seed i against seed i) on the same out-of-style rows, averaged over
+    seeds, with a 95% paired-bootstrap interval."""
     labels = DEFAULT_TASKS[task]
     frame = load_half(OUT_OF_STYLE, DEFAULT_TASKS, OUT_OF_STYLE_SETS[set_name])  # the same rows for every seed
-    by_seed = {}
-    for r in records:
-        if r["recipe"] in (a, b):
-            predictions = r["scores"][set_name][task]["predictions"]
-            by_seed.setdefault(r["seed"], {})[r["recipe"]] = [int(c) for c in predictions]
-    pairs = [(p[a], p[b]) for p in by_seed.values() if a in p and b in p]
-    result = paired_bootstrap(frame[task].map(labels.index), *zip(*pairs, strict=True), len(labels))
+
+    def predictions(runs: list[dict]) -> dict[int, list[int]]:
+        return {r["seed"]: [int(c) for c in r["scores"][set_name][task]["predictions"]] for r in runs}
+
+    ours, theirs = predictions(a), predictions(b)
+    seeds = sorted(set(ours) & set(theirs))
+    result = paired_bootstrap(
+        frame[task].map(labels.index), [ours[s] for s in seeds], [theirs[s] for s in seeds], len(labels)
+    )
     return result["difference"], result["low"], result["high"], result["seeds"]
+
+
+def runs_of(records: list[dict], name: str) -> list[dict]:
+    return [r for r in records if r["recipe"] == name]
 
 
 def by_register(records: list[dict], names: list[str]) -> str:
@@ -215,6 +238,37 @@ def by_register(records: list[dict], names: list[str]) -> str:
 
 
 def markdown_tables(records: list[dict]) -> str:
+    """The tables of each data version the runs trained on, the current ``data/sentences.csv`` first, then what
+    changing the data did to the recipes trained on both."""
+    current = sha256_of(DATA)
+    by_version: dict[str, list[dict]] = {}
+    for r in records:
+        by_version.setdefault(r["data"]["sha256"], []).append(r)
+    order = sorted(by_version, key=lambda sha256: sha256 != current)
+    rows = {sha256: runs[0]["data"]["rows"] for sha256, runs in by_version.items()}
+    parts = [
+        f"## Trained on {'the current' if sha256 == current else 'an earlier'} data/sentences.csv: {rows[sha256]:,} "
+        f"rows, sha256 {sha256[:12]}\n\n" + version_tables(by_version[sha256])
+        for sha256 in order
+    ]
+    if current in by_version:
+        lines = ["## The data's effect: a recipe on the current data minus the same recipe on an earlier version", ""]
+        for earlier in order[1:]:
+            for name in dict.fromkeys(r["recipe"] for r in by_version[current]):
+                ours, theirs = runs_of(by_version[current], name), runs_of(by_version[earlier], name)
+                for set_name in OUT_OF_STYLE_SETS if theirs else ():
+                    gaps = {task: paired_difference(ours, theirs, set_name, task) for task in DEFAULT_TASKS}
+                    lines.append(
+                        f"- {set_name}, {name}, {rows[current]:,} rows minus {rows[earlier]:,} rows "
+                        f"({gaps['topic'][3]} seeds): "
+                        + "; ".join(f"{task} {d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for task, (d, lo, hi, _) in gaps.items())
+                    )
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def version_tables(records: list[dict]) -> str:
+    """The score table, the paired comparisons and the by-register table of runs on one version of the data."""
     table = score_table(records)
     cell = table.groupby(["recipe", "set", "task"])["macro_f1"].agg(["mean", "std", "count"])
     text = cell.apply(lambda r: f"{r['mean']:.3f} ± {r['std']:.3f}", axis=1).unstack(["set", "task"])
@@ -236,7 +290,7 @@ def markdown_tables(records: list[dict]) -> str:
     for a, b, set_name in [c for c in comparisons if {c[0], c[1]} <= present]:
         parts = []
         for task in DEFAULT_TASKS:
-            diff, low, high, seeds = paired_difference(records, a, b, set_name, task)
+            diff, low, high, seeds = paired_difference(runs_of(records, a), runs_of(records, b), set_name, task)
             parts.append(f"{task} {diff:+.3f} [{low:+.3f}, {high:+.3f}]")
         lines.append(f"- {set_name}, {a} minus {b} ({seeds} seeds): " + "; ".join(parts))
     lines += ["", by_register(records, [default, "frozen embeddings + logistic regression"])]
@@ -258,7 +312,7 @@ def main() -> None:
         for name, seed in jobs()[index::count]:
             if args.only not in (None, name):
                 continue
-            path = RESULTS / f"{slug(name)}-seed{seed}.json"
+            path = result_path(name, seed)
             if path.exists():
                 continue
             records = run_baselines(seed) if name == "baselines" else run_recipe(name, seed)
