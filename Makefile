@@ -55,8 +55,9 @@ bench: setup
 	$(BIN)/python benchmarks/bench_predict.py
 	$(BIN)/python benchmarks/bench_train.py
 
-# The recipe comparison behind the default (about 80 min on a 2-core CPU), and the experiments notebooks 02, 03 and
-# 04 load (gradient conflict, freezing, loss weighting); results in experiments/results/.
+# The recipe comparison behind the default (30 training runs; the default alone takes about 7 min on a 2-core CPU),
+# and the experiments notebooks 02, 03 and 04 load (gradient conflict, freezing, loss weighting); results in
+# experiments/results/.
 experiments: setup
 	$(BIN)/python experiments/recipes.py
 	$(BIN)/python experiments/gradient_conflict.py
