@@ -117,12 +117,20 @@ class MultiTaskModel(nn.Module):
 
     @torch.inference_mode()
     def predict_logits(
-        self, sentences: Sequence[str], *, batch_size: int = 64, precision: str = "auto"
+        self,
+        sentences: Sequence[str],
+        *,
+        batch_size: int = 64,
+        precision: str = "auto",
+        show_progress: bool | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Logits per task as float32 CPU tensors; ``precision`` as in :meth:`SentenceEncoder.encode`."""
+        """Logits per task as float32 CPU tensors; ``precision`` and ``show_progress`` as in
+        :meth:`SentenceEncoder.encode`."""
         was_training = self.training
         self.eval()
-        embeddings = self.encoder.encode(sentences, batch_size=batch_size, precision=precision)
+        embeddings = self.encoder.encode(
+            sentences, batch_size=batch_size, precision=precision, show_progress=show_progress
+        )
         logits = self.classify(embeddings.to(self.encoder.device))
         self.train(was_training)
         return {task: x.float().cpu() for task, x in logits.items()}

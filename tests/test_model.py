@@ -65,6 +65,14 @@ def test_save_load_predict_reproduce_logits(tiny_model, tmp_path):
     assert not any(p.suffix in (".bin", ".pt", ".pkl") for p in (tmp_path / "model").rglob("*"))
 
 
+def test_predict_logits_progress_bar_can_be_turned_off(tiny_model, capsys):
+    many = SENTENCES * (1001 // len(SENTENCES) + 1)  # over 1,000 sentences: a bar by default
+    tiny_model.predict_logits(many)
+    assert "encode" in capsys.readouterr().err
+    tiny_model.predict_logits(many, show_progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_truncated_or_altered_weights_are_refused(tiny_model, tmp_path):
     folder = tiny_model.save(tmp_path / "model")
     weights = folder / "model.safetensors"
