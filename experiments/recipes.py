@@ -17,6 +17,7 @@ training data; runs on different versions of ``data/sentences.csv`` are kept apa
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -141,8 +142,10 @@ def run_baselines(seed: int) -> list[dict]:
     return records
 
 
+@functools.cache
 def data_version() -> dict:
-    """Which ``data/sentences.csv`` a run trained on: a change to the file starts a new set of runs."""
+    """Which ``data/sentences.csv`` a run trained on: a change to the file starts a new set of runs. Read once a
+    process: every run and result path of one session trains on the same file."""
     return {"sha256": sha256_of(DATA), "rows": len(load_dataset(DATA, DEFAULT_TASKS))}
 
 
@@ -240,7 +243,7 @@ def by_register(records: list[dict], names: list[str]) -> str:
 def markdown_tables(records: list[dict]) -> str:
     """The tables of each data version the runs trained on, the current ``data/sentences.csv`` first, then what
     changing the data did to the recipes trained on both."""
-    current = sha256_of(DATA)
+    current = data_version()["sha256"]
     by_version: dict[str, list[dict]] = {}
     for r in records:
         by_version.setdefault(r["data"]["sha256"], []).append(r)
