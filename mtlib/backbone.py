@@ -81,7 +81,7 @@ def hub_timeout() -> float:
         seconds = float(value)
     except ValueError:
         seconds = float("nan")
-    if not seconds > 0:
+    if not 0 < seconds < float("inf"):
         raise ValueError(f"{HUB_TIMEOUT_ENV}={value!r} should be a positive number of seconds, e.g. 10.")
     return seconds
 

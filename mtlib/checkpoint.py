@@ -1,30 +1,68 @@
 """One run per output folder, and checkpoints through ``Accelerator.save_state`` that a kill cannot corrupt.
 
-Each finished epoch is saved whole into ``checkpoints/epoch-N/`` (weights, optimizer, schedule, random
-states and every object registered with ``accelerator.register_for_checkpointing``); only then does
-``checkpoint.json``, replaced in one atomic rename, point at it. A run killed mid-write leaves the
-pointer on the last good epoch. ``checkpoint.json`` also records the settings, the data's sha256 and
-the sha256 of every checkpoint file, so ``--resume`` refuses another run's or a damaged checkpoint.
+Each finished epoch is saved whole into ``checkpoints/epoch-N/`` (weights, optimizer, schedule and random
+states through Accelerate; the run's own state, such as the best weights so far, in ``run_state.safetensors``);
+only then does ``checkpoint.json``, replaced in one atomic rename, point at it. A run killed mid-write leaves
+the pointer on the last good epoch. ``checkpoint.json`` also records the settings, the data's sha256 and the
+sha256 of every checkpoint file, so ``--resume`` refuses another run's or a damaged checkpoint. Nothing is
+registered with ``accelerator.register_for_checkpointing`` (Accelerate reads those files with pickle, which
+can run code), and every file Accelerate reads with pickle is opened with ``weights_only=True`` first.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
+import pickle
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
-from accelerate import Accelerator
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import load as safe_torch_load
+from filelock import FileLock, Timeout
+from safetensors.torch import load_file, save_file
 
 from mtlib.backbone import sha256_of
 from mtlib.config import TrainConfig
 
-POINTER_FILE, CHECKPOINTS_DIR = "checkpoint.json", "checkpoints"
+POINTER_FILE, CHECKPOINTS_DIR, RUN_STATE_FILE = "checkpoint.json", "checkpoints", "run_state.safetensors"
 RUN_FILES = ("metrics.csv", POINTER_FILE, CHECKPOINTS_DIR, "model", "test_metrics.json", "train_config.json")
+LOCK_FILE = ".run.lock"  # held while a run writes the folder
 # a run folder may be moved and a data file renamed (its sha256 is compared instead); the rest must match
 MAY_CHANGE_ON_RESUME = ("resume", "progress", "overwrite", "output_dir", "data")
 POINTER_KEYS = ("folder", "epoch", "config", "data", "files")
+
+
+def one_run_per_folder(train: Callable) -> Callable:
+    """Decorate ``train(config, ...)``: hold ``output_dir/.run.lock`` while it runs (main process only), so a
+    second run into the same folder, from this process or another, is refused at once instead of mixing its
+    log and weights with the first run's. The operating system drops the lock of a killed run."""
+
+    @functools.wraps(train)
+    def locked(config: TrainConfig, *args, **kwargs):
+        config.validate()
+        if not PartialState().is_main_process:
+            return train(config, *args, **kwargs)
+        out = Path(config.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(out / LOCK_FILE, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise ValueError(
+                f"output_dir={str(out)!r} is being written by another run that is still going ({out / LOCK_FILE} "
+                "is locked). Wait for it to finish, or choose another output_dir."
+            ) from None
+        try:
+            return train(config, *args, **kwargs)
+        finally:
+            lock.release()
+
+    return locked
 
 
 def run_settings(config: TrainConfig) -> dict:
@@ -98,10 +136,13 @@ def read_pointer(path: Path) -> dict:
     return state
 
 
-def save_checkpoint(accelerator: Accelerator, out: Path, epoch: int, record: dict) -> None:
+def save_checkpoint(
+    accelerator: Accelerator, out: Path, epoch: int, record: dict, run_state: dict[str, torch.Tensor]
+) -> None:
     """Save the whole training state of ``epoch``, then point ``checkpoint.json`` at it in one rename.
 
-    ``record`` (settings, data, learned loss weights) is stored in ``checkpoint.json`` beside the pointer.
+    ``record`` (settings, data, learned loss weights, early-stopping counters) is stored in ``checkpoint.json``
+    beside the pointer; ``run_state`` (tensors such as the best weights so far) in ``run_state.safetensors``.
     """
     name = f"{CHECKPOINTS_DIR}/epoch-{epoch}"
     folder = out / name
@@ -110,6 +151,7 @@ def save_checkpoint(accelerator: Accelerator, out: Path, epoch: int, record: dic
     accelerator.wait_for_everyone()
     accelerator.save_state(str(folder))
     if accelerator.is_main_process:
+        save_file({k: v.detach().cpu().contiguous() for k, v in run_state.items()}, folder / RUN_STATE_FILE)
         files = {p.relative_to(folder).as_posix(): sha256_of(p) for p in sorted(folder.rglob("*")) if p.is_file()}
         tmp = out / f"{POINTER_FILE}.tmp"
         tmp.write_text(json.dumps({"folder": name, "epoch": epoch, **record, "files": files}, indent=2) + "\n")
@@ -118,3 +160,27 @@ def save_checkpoint(accelerator: Accelerator, out: Path, epoch: int, record: dic
             if old != folder:
                 shutil.rmtree(old)
     accelerator.wait_for_everyone()
+
+
+def load_checkpoint(accelerator: Accelerator, folder: Path) -> dict[str, torch.Tensor]:
+    """Restore Accelerate's state from ``folder`` and return the run's own tensors (``run_state``).
+
+    Accelerate reads its ``.bin`` and ``.pkl`` files with pickle; each is opened first with
+    ``weights_only=True`` (tensors, numbers and numpy arrays only), so a file that would run code is refused
+    here, with one error, before anything reads it in full.
+    """
+    for path in sorted(folder.iterdir()):
+        if path.suffix in (".bin", ".pkl", ".pt", ".pth"):
+            try:
+                safe_torch_load(path, map_location="cpu")
+            except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+                raise ValueError(
+                    f"{path} is not a plain tensor file ({type(err).__name__}): it holds objects that loading "
+                    "would have to run code for, so it is refused. The checkpoint was tampered with or not written "
+                    "by mtlib; start the run again with --overwrite (overwrite=True)."
+                ) from None
+    if not (folder / RUN_STATE_FILE).is_file():
+        raise ValueError(f"{folder} has no {RUN_STATE_FILE}: an older mtlib wrote this checkpoint. "
+                         "Start the run again with --overwrite (overwrite=True).")
+    accelerator.load_state(str(folder))
+    return load_file(folder / RUN_STATE_FILE)

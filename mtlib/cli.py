@@ -43,10 +43,17 @@ def read_sentences(args: argparse.Namespace) -> list[str]:
         raise FileNotFoundError(f"--input {args.input}: no such file.")
     else:
         text = Path(args.input).read_text(encoding="utf-8")
-    sentences = [line.strip() for line in text.splitlines() if line.strip()]
-    if not sentences:
+    # lines end at \n alone (\r\n too): str.splitlines would also cut at \f, \v, U+2028 and other separators
+    # inside a line, and output line i would no longer answer input line i
+    lines = [line.strip() for line in text.removesuffix("\n").split("\n")]
+    kept = [any(c.isprintable() and not c.isspace() for c in line) for line in lines]  # NUL-only lines are blank too
+    if not any(kept):
         raise ValueError(f"--input {args.input}: no sentences, every line is empty; give one sentence a line.")
-    return sentences
+    if blank := [number for number, keep in enumerate(kept, 1) if not keep]:
+        shown = ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else "")
+        warnings.warn(f"--input {args.input}: skipped {len(blank)} line(s) with nothing printable (line {shown}); "
+                      "every other line gets one output line, in order.", stacklevel=2)
+    return [line for line, keep in zip(lines, kept, strict=True) if keep]
 
 
 def npy_path(output: str) -> Path:
@@ -124,6 +131,10 @@ def read_config_file(path: str) -> dict:
     if not isinstance(values, dict):
         raise ValueError(f"--config {path} should hold a mapping of setting names to values, e.g. epochs: 2.")
     nested = values.pop("model", {})
+    if not isinstance(nested, dict):
+        raise ValueError(f"--config {path}: model should be a mapping of model settings (backbone, pooling, head, "
+                         f"dropout, max_length, tasks), got {type(nested).__name__} {nested!r}; e.g. model: "
+                         "{backbone: minilm}, or give those settings at the top level.")
     return values | nested
 
 

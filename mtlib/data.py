@@ -326,12 +326,6 @@ class LengthGroupedBatches:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def state_dict(self) -> dict:  # checkpointed through Accelerator.register_for_checkpointing
-        return {"epoch": self.epoch}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch = state["epoch"]
-
     def __len__(self) -> int:
         return -(-len(self.lengths) // self.batch_size)
 

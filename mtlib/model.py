@@ -13,7 +13,7 @@ from pathlib import Path
 
 import safetensors
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -22,7 +22,9 @@ from mtlib.card import model_card
 from mtlib.config import DEFAULT_TASKS, HEAD_TYPES, ModelConfig
 from mtlib.encoder import SentenceEncoder, default_device
 
-CONFIG_FILE, WEIGHTS_FILE, BACKBONE_DIR, CARD_FILE = "config.json", "model.safetensors", "backbone", "README.md"
+CONFIG_FILE, HEADS_FILE, BACKBONE_DIR, CARD_FILE = "config.json", "heads.safetensors", "backbone", "README.md"
+TRANSFORMER_WEIGHTS, TRANSFORMER_PREFIX = "model.safetensors", "encoder.transformer."
+ST_POOLING_MODES = {"mean": "mean", "cls": "cls", "max": "max"}  # mtlib's name -> sentence-transformers' name
 MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig))
 
 
@@ -154,24 +156,33 @@ class MultiTaskModel(nn.Module):
             tasks=self.tasks,
         )
 
-    def save(self, folder: str | Path, *, training: dict | None = None, metrics: dict | None = None) -> Path:
-        """Write ``config.json``, ``model.safetensors``, ``backbone/`` (its config and tokenizer) and a model card.
+    def save(
+        self, folder: str | Path, *, training: dict | None = None, evaluations: dict[str, dict] | None = None
+    ) -> Path:
+        """Write the model folder: ``backbone/``, ``heads.safetensors``, ``config.json`` and a model card.
 
-        ``config.json`` holds the :class:`ModelConfig` and the sha256 of every file the model needs, so
-        :meth:`load` can refuse a folder with a file missing or altered instead of quietly building
-        something else from what is left. ``README.md`` is the model card (Hugging Face layout), with the
-        training settings and the test metrics when given (``train`` gives both).
+        ``backbone/`` is the fine-tuned transformer as ``transformers`` saves it (config, safetensors weights,
+        tokenizer); with ``modules.json`` and the pooling config beside it, the folder is also a
+        sentence-transformers model: ``SentenceTransformer(folder)`` embeds as ``mtlib embed --model`` does
+        (``attention`` pooling, which sentence-transformers lacks, leaves that layout out).
+        ``heads.safetensors`` holds the heads (and a learned pooling), with the task and label lists in its
+        metadata, so a ``config.json`` whose labels were reordered is refused instead of relabelling every
+        prediction. ``config.json`` holds the :class:`ModelConfig` and the sha256 of every file the model
+        needs, so :meth:`load` refuses a folder with a file missing or altered. ``README.md`` is the model
+        card, with the training settings and the metrics of ``evaluations`` (set name -> metrics per task).
         """
         import accelerate
         import transformers
 
         folder = Path(folder)
-        (folder / BACKBONE_DIR).mkdir(parents=True, exist_ok=True)
-        state = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
-        save_file(state, folder / WEIGHTS_FILE)
-        self.encoder.transformer.config.save_pretrained(folder / BACKBONE_DIR)
-        written = set(self.encoder.tokenizer.save_pretrained(folder / BACKBONE_DIR))
-        files = [WEIGHTS_FILE, f"{BACKBONE_DIR}/config.json"]
+        backbone = folder / BACKBONE_DIR
+        backbone.mkdir(parents=True, exist_ok=True)
+        self.encoder.transformer.save_pretrained(backbone)
+        written = set(self.encoder.tokenizer.save_pretrained(backbone))
+        heads = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()
+                 if not name.startswith(TRANSFORMER_PREFIX)}
+        save_file(heads, folder / HEADS_FILE, metadata={"tasks": json.dumps(self.tasks)})
+        files = [HEADS_FILE, f"{BACKBONE_DIR}/config.json", f"{BACKBONE_DIR}/{TRANSFORMER_WEIGHTS}"]
         files += sorted(Path(f).relative_to(folder).as_posix() for f in written if Path(f).is_file())
         config = dataclasses.asdict(self.config) | {
             "files": {name: sha256_of(folder / name) for name in files},
@@ -181,15 +192,17 @@ class MultiTaskModel(nn.Module):
                 "accelerate": accelerate.__version__,
             },
         }
+        write_sentence_transformers_layout(folder, self.encoder)
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-        (folder / CARD_FILE).write_text(model_card(self.config, training=training, metrics=metrics))
+        model_card(self.config, training=training, evaluations=evaluations).save(folder / CARD_FILE)
         return folder
 
     @classmethod
     def load(cls, folder: str | Path, *, device: str | torch.device | None = None) -> MultiTaskModel:
         """Rebuild a saved model offline onto ``device`` (default: GPU if any); no pickle is read.
 
-        Every file listed in ``config.json`` is checked against its sha256 first.
+        Every file listed in ``config.json`` is checked against its sha256 first, and the task and label
+        lists of ``config.json`` against those the heads were saved with.
 
         Raises:
             FileNotFoundError: the folder, ``config.json`` or a listed file is missing.
@@ -199,11 +212,15 @@ class MultiTaskModel(nn.Module):
         manifest = read_config(folder)
         check_files(folder, manifest["files"])
         config = ModelConfig(**{key: manifest[key] for key in MODEL_KEYS})
-        weights = folder / WEIGHTS_FILE
-        try:
-            state = load_file(weights)
-        except safetensors.SafetensorError as err:
-            raise ValueError(f"{weights} cannot be read ({err}): it is truncated or corrupt.") from err
+        transformer_state, _ = read_weights(folder / BACKBONE_DIR / TRANSFORMER_WEIGHTS)
+        heads_state, metadata = read_weights(folder / HEADS_FILE)
+        if json.loads((metadata or {}).get("tasks", "null")) != config.tasks:
+            raise ValueError(
+                f"the tasks and labels in {folder / CONFIG_FILE} ({config.tasks}) are not those the heads in "
+                f"{folder / HEADS_FILE} were trained with: config.json was edited (a reordered label list would "
+                "relabel every prediction). Restore the original config.json or re-save the model."
+            )
+        state = {TRANSFORMER_PREFIX + name: t for name, t in transformer_state.items()} | heads_state
         transformer = AutoModel.from_config(AutoConfig.from_pretrained(folder / BACKBONE_DIR, local_files_only=True))
         tokenizer = AutoTokenizer.from_pretrained(folder / BACKBONE_DIR, local_files_only=True)
         encoder = SentenceEncoder(
@@ -215,11 +232,40 @@ class MultiTaskModel(nn.Module):
         except RuntimeError as err:
             missing, unexpected = sorted(model.state_dict().keys() - state), sorted(state.keys() - model.state_dict())
             raise ValueError(
-                f"{weights} does not fit the model described in {folder / CONFIG_FILE} "
+                f"the weights in {folder} do not fit the model described in {folder / CONFIG_FILE} "
                 f"(missing: {missing[:3]}, unexpected: {unexpected[:3]}, or tensors of other shapes): "
                 "config.json was edited or comes from another model; re-save the model."
             ) from err
         return model.to(device or default_device()).eval()
+
+
+def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
+    """The tensors and metadata of a safetensors file, or one error saying it is damaged."""
+    try:
+        with safetensors.safe_open(path, "pt") as f:
+            return {name: f.get_tensor(name) for name in f.keys()}, f.metadata()
+    except safetensors.SafetensorError as err:
+        raise ValueError(f"{path} cannot be read ({err}): it is truncated or corrupt.") from err
+
+
+def write_sentence_transformers_layout(folder: Path, encoder: SentenceEncoder) -> None:
+    """``modules.json``, ``1_Pooling/`` and ``backbone/sentence_bert_config.json``: the files sentence-transformers
+    reads to stack the transformer in ``backbone/``, the pooling and L2 normalisation (as ``mtlib embed``)."""
+    if encoder.pooling.mode not in ST_POOLING_MODES:
+        return
+    from sentence_transformers.base.modules.normalize import Normalize
+    from sentence_transformers.base.modules.transformer import Transformer
+    from sentence_transformers.sentence_transformer.modules.pooling import Pooling
+
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    Pooling(encoder.hidden_size, pooling_mode=ST_POOLING_MODES[encoder.pooling.mode]).save(str(folder / "1_Pooling"))
+    (folder / BACKBONE_DIR / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": encoder.max_length, "do_lower_case": False}, indent=2) + "\n"
+    )
+    stack = [(BACKBONE_DIR, Transformer), ("1_Pooling", Pooling), ("2_Normalize", Normalize)]
+    modules = [{"idx": i, "name": str(i), "path": path, "type": f"{kind.__module__}.{kind.__qualname__}"}
+               for i, (path, kind) in enumerate(stack)]
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
 
 
 def label_predictions(tasks: dict[str, list[str]], logits: dict[str, torch.Tensor]) -> list[dict[str, dict]]:
@@ -240,7 +286,8 @@ def label_predictions(tasks: dict[str, list[str]], logits: dict[str, torch.Tenso
 
 
 CONFIG_KEYS = (*MODEL_KEYS, "files")
-REQUIRED_FILES = (WEIGHTS_FILE, f"{BACKBONE_DIR}/config.json", f"{BACKBONE_DIR}/tokenizer_config.json")
+REQUIRED_FILES = (HEADS_FILE, f"{BACKBONE_DIR}/config.json", f"{BACKBONE_DIR}/{TRANSFORMER_WEIGHTS}",
+                  f"{BACKBONE_DIR}/tokenizer.json", f"{BACKBONE_DIR}/tokenizer_config.json")
 
 
 def read_config(folder: Path) -> dict:

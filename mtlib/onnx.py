@@ -37,6 +37,8 @@ BACKENDS = ("torch", "onnx")
 INPUTS = ("input_ids", "attention_mask")
 EMBEDDING = "sentence_embedding"
 CONFIG_KEYS = ("tasks", "pooling", "normalize", "max_length", "hidden_size", "quantize", "files")
+REQUIRED_FILES = (GRAPH_FILE, "tokenizer.json", "tokenizer_config.json")
+LABELS_KEY = "mtlib_tasks"  # graph metadata: the task and label lists the logits are in the order of
 
 
 class ExportGraph(nn.Module):
@@ -71,10 +73,37 @@ def export_onnx(model_dir: str | Path, output: str | Path, *, quantize: str | No
         with tempfile.TemporaryDirectory() as tmp:
             return quantize_int8(export_onnx(model_dir, Path(tmp) / "fp32"), output)
     model = MultiTaskModel.load(model_dir, device="cpu")
+    with new_folder(output) as folder:
+        write_graph(model, folder)
+    return Path(output)
+
+
+@contextlib.contextmanager
+def new_folder(output: str | Path) -> Iterator[Path]:
+    """A hidden folder beside ``output`` to write into, renamed to ``output`` only once it is complete.
+
+    An export that fails or is interrupted leaves no ``output`` to delete by hand; the hidden folder of one
+    killed outright (``kill -9``) is removed by the next export to the same ``output``.
+    """
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        yield partial
+        check_new_folder(output)  # nothing appeared there meanwhile
+        if output.is_dir():
+            output.rmdir()  # empty (checked): os.replace cannot replace a folder
+        os.replace(partial, output)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def write_graph(model: MultiTaskModel, output: Path) -> None:
+    """The graph, the tokenizer and ``config.json`` of ``model`` in the folder ``output``."""
     example = model.encoder.tokenize(["An example sentence to trace.", "And a second one."])
     batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
     with quiet("torch.onnx"):
         torch.onnx.export(
             ExportGraph(model),
@@ -87,6 +116,7 @@ def export_onnx(model_dir: str | Path, output: str | Path, *, quantize: str | No
             external_data=False,  # one self-contained file: MiniLM is about 90 MB, far below protobuf's 2 GB limit
             verbose=False,
         )
+    bind_labels(output / GRAPH_FILE, model.tasks)
     model.encoder.tokenizer.save_pretrained(output)
     config = {
         "tasks": model.tasks,
@@ -97,7 +127,17 @@ def export_onnx(model_dir: str | Path, output: str | Path, *, quantize: str | No
         "quantize": None,
         "backbone": model.encoder.backbone,
     }
-    return write_config(output, config)
+    write_config(output, config)
+
+
+def bind_labels(graph: Path, tasks: dict[str, list[str]]) -> None:
+    """Store the task and label lists in the graph's metadata, where :meth:`OnnxModel.load` compares them with
+    ``config.json``: a reordered label list there would otherwise relabel every prediction."""
+    import onnx
+
+    proto = onnx.load(graph)
+    onnx.helper.set_model_props(proto, {LABELS_KEY: json.dumps(tasks)})
+    onnx.save(proto, graph)
 
 
 @contextlib.contextmanager
@@ -131,10 +171,13 @@ def quantize_int8(source: str | Path, output: str | Path) -> Path:
     if config["quantize"]:
         raise ValueError(f"{source} is already quantized ({config['quantize']}); quantize the fp32 export.")
     check_new_folder(output)
-    shutil.copytree(source, output, ignore=shutil.ignore_patterns(GRAPH_FILE, CONFIG_FILE), dirs_exist_ok=True)
-    with quiet("root"):
-        quantize_dynamic(source / GRAPH_FILE, output / GRAPH_FILE, weight_type=QuantType.QInt8, per_channel=True)
-    return write_config(output, config | {"quantize": "int8"})
+    with new_folder(output) as folder:
+        shutil.copytree(source, folder, ignore=shutil.ignore_patterns(GRAPH_FILE, CONFIG_FILE), dirs_exist_ok=True)
+        with quiet("root"):
+            quantize_dynamic(source / GRAPH_FILE, folder / GRAPH_FILE, weight_type=QuantType.QInt8, per_channel=True)
+        bind_labels(folder / GRAPH_FILE, config["tasks"])
+        write_config(folder, config | {"quantize": "int8"})
+    return output
 
 
 def check_new_folder(folder: str | Path) -> None:
@@ -143,12 +186,11 @@ def check_new_folder(folder: str | Path) -> None:
         raise FileExistsError(f"--output {folder} already exists and is not empty; remove it or choose another.")
 
 
-def write_config(folder: Path, config: dict) -> Path:
+def write_config(folder: Path, config: dict) -> None:
     """``config.json`` with the sha256 of every other file in ``folder``, checked when it is loaded."""
     files = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != CONFIG_FILE)
     config = config | {"files": {name: sha256_of(folder / name) for name in files}}
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    return folder
 
 
 class OnnxModel:
@@ -181,8 +223,15 @@ class OnnxModel:
         config = read_onnx_config(folder)
         check_files(folder, config["files"])
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS", 0)) if threads is None else threads
+        options.intra_op_num_threads = omp_threads() if threads is None else threads
         session = onnxruntime.InferenceSession(folder / GRAPH_FILE, options, providers=["CPUExecutionProvider"])
+        bound = session.get_modelmeta().custom_metadata_map.get(LABELS_KEY)
+        if bound is None or json.loads(bound) != config["tasks"]:
+            raise ValueError(
+                f"the tasks and labels in {folder / CONFIG_FILE} ({config['tasks']}) are not those the graph "
+                f"{folder / GRAPH_FILE} was exported with: config.json was edited (a reordered label list would "
+                "relabel every prediction). Restore it, or export again."
+            )
         return cls(session, AutoTokenizer.from_pretrained(folder, local_files_only=True), config)
 
     def run(self, sentences: Sequence[str], *, batch_size: int = 64) -> dict[str, np.ndarray]:
@@ -230,6 +279,12 @@ class OnnxModel:
         return embeddings
 
 
+def omp_threads() -> int:
+    """``$OMP_NUM_THREADS`` as a thread count for ONNX Runtime; 0 (all cores) when unset, empty or not a count."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() else 0
+
+
 def read_onnx_config(folder: Path) -> dict:
     """``config.json`` of an exported folder, refused with the command that writes one when it is not."""
     path = folder / CONFIG_FILE
@@ -243,8 +298,12 @@ def read_onnx_config(folder: Path) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON ({err}): it is truncated or altered; export again.") from err
     missing = [key for key in CONFIG_KEYS if key not in config] if isinstance(config, dict) else list(CONFIG_KEYS)
+    if not missing:
+        files = config["files"] if isinstance(config["files"], dict) else {}
+        missing = [f"files[{name!r}]" for name in REQUIRED_FILES if name not in files]
     if missing:
-        raise ValueError(f"{path} lacks {missing}: it was not written by python -m mtlib export; export again.")
+        raise ValueError(f"{path} lacks {', '.join(map(str, missing))} ('files' is the sha256 of every file the "
+                         "export needs): it was not written by python -m mtlib export, or was edited; export again.")
     return config
 
 

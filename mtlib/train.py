@@ -24,7 +24,16 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from mtlib.backbone import sha256_of
-from mtlib.checkpoint import RUN_FILES, check_run_folder, run_settings, save_checkpoint
+from mtlib.checkpoint import (
+    POINTER_FILE,
+    RUN_FILES,
+    check_run_folder,
+    load_checkpoint,
+    one_run_per_folder,
+    read_pointer,
+    run_settings,
+    save_checkpoint,
+)
 from mtlib.config import ModelConfig, TrainConfig
 from mtlib.data import (
     check_splits,
@@ -119,7 +128,8 @@ def build_optimizer(
 
 
 class EarlyStopping:
-    """The best mean validation macro-F1 so far, its weights and the epochs since; checkpointed with the run."""
+    """The best mean validation macro-F1 so far, its weights and the epochs since; checkpointed with the run
+    (the counters in ``checkpoint.json``, the weights in a safetensors file)."""
 
     def __init__(self, patience: int) -> None:
         self.patience, self.best_score, self.best_state, self.bad_epochs = patience, -1.0, None, 0
@@ -135,19 +145,29 @@ class EarlyStopping:
         else:
             self.bad_epochs += 1
 
-    def state_dict(self) -> dict:
-        return {"best_score": self.best_score, "best_state": self.best_state, "bad_epochs": self.bad_epochs}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.best_score, self.bad_epochs = state["best_score"], state["bad_epochs"]
-        self.best_state = state["best_state"]
+    def counters(self) -> dict:
+        return {"best_score": self.best_score, "bad_epochs": self.bad_epochs}
 
 
-def resume_run(accelerator: Accelerator, checkpoint: Path | None, metrics_path: Path) -> int:
+def run_state(stopper: EarlyStopping, criterion: MultiTaskLoss) -> dict[str, torch.Tensor]:
+    """The tensors a resumed run needs beside Accelerate's state: the best weights and the learned loss weights."""
+    state = {f"best.{name}": t for name, t in (stopper.best_state or {}).items()}
+    return state | {f"criterion.{name}": t for name, t in criterion.state_dict().items()}
+
+
+def resume_run(
+    accelerator: Accelerator, checkpoint: Path | None, metrics_path: Path, stopper: EarlyStopping,
+    criterion: MultiTaskLoss,
+) -> int:
     """Load the checkpoint of a resumed run (or start an empty log); returns the first epoch to train."""
     start_epoch = 0
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
+        state = load_checkpoint(accelerator, checkpoint)
+        counters = read_pointer(checkpoint.parent.parent / POINTER_FILE)["early_stopping"]
+        stopper.best_score, stopper.bad_epochs = counters["best_score"], counters["bad_epochs"]
+        stopper.best_state = {k.removeprefix("best."): v for k, v in state.items() if k.startswith("best.")} or None
+        criterion.load_state_dict({k.removeprefix("criterion."): v.to(accelerator.device)
+                                   for k, v in state.items() if k.startswith("criterion.")})
         start_epoch = int(checkpoint.name.removeprefix("epoch-")) + 1
     if accelerator.is_main_process:  # drop rows of an epoch that was cut short
         log = pd.read_csv(metrics_path) if checkpoint is not None else pd.DataFrame(columns=METRICS_COLUMNS)
@@ -213,13 +233,14 @@ def log_epoch(path: Path, epoch: int, train_loss: dict[str, float], validation: 
         csv.writer(f).writerows(rows)
 
 
+@one_run_per_folder
 def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[MultiTaskModel, dict]:
     """Train, early-stop on mean validation macro-F1, test the best weights once, and save.
 
     Writes ``metrics.csv`` (one row per epoch, split and task), ``test_metrics.json``, ``model/``
-    (with its model card), ``train_config.json`` and the checkpoint to ``config.output_dir``. Every
-    setting, the data and the output folder are checked before the model is built; a task without
-    labels in the data is left out.
+    (with its model card), ``train_config.json`` and the checkpoint to ``config.output_dir``, which no
+    other run may write meanwhile. Every setting, the data and the output folder are checked before the
+    model is built; a task without labels in the data is left out.
 
     Returns:
         The model with the best weights, and its test metrics per task (empty outside the main process).
@@ -259,10 +280,9 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
     raw_model = accelerator.unwrap_model(model)
     criterion.to(accelerator.device)
     stopper = EarlyStopping(config.patience)
-    accelerator.register_for_checkpointing(criterion, stopper, *samplers)
 
     # 5) resume: the state of the last finished epoch, checked against these settings and data in step 1
-    start_epoch = resume_run(accelerator, resume_from, metrics_path)
+    start_epoch = resume_run(accelerator, resume_from, metrics_path, stopper, criterion)
 
     for epoch in range(start_epoch, config.epochs):
         if stopper.stop:
@@ -298,8 +318,9 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
 
         # 8) early stopping on mean validation macro-F1, then the checkpoint
         stopper.update(float(np.mean([m["macro_f1"] for m in validation.values()])), raw_model)
-        record = {"config": run_settings(config), "data": data, "loss_weights": criterion.task_weights()}
-        save_checkpoint(accelerator, out, epoch, record)
+        record = {"config": run_settings(config), "data": data, "loss_weights": criterion.task_weights(),
+                  "early_stopping": stopper.counters()}
+        save_checkpoint(accelerator, out, epoch, record, run_state(stopper, criterion))
 
     # 9) the test split, once, with the best weights (moved towards the pretrained encoder for WiSE-FT)
     if stopper.best_state is not None:
@@ -309,7 +330,8 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
     test = evaluate_loader(model, test_loader, tasks, accelerator, full=True)
     if accelerator.is_main_process:
         (out / "test_metrics.json").write_text(json.dumps(test, indent=2) + "\n")
-        raw_model.save(out / "model", training=dataclasses.asdict(config), metrics=test)
+        training = dataclasses.asdict(config) | {"data_sha256": data["sha256"]}
+        raw_model.save(out / "model", training=training, evaluations={"test split": test})
         (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     accelerator.wait_for_everyone()
     return raw_model, test if accelerator.is_main_process else {}

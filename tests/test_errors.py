@@ -95,7 +95,7 @@ def test_weights_that_do_not_fit_the_config(saved_model, capsys):
     config = json.loads((saved_model / "config.json").read_text())
     config["head"] = "mlp"  # the weights are a linear head's
     (saved_model / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="does not fit the model described in"):
+    with pytest.raises(ValueError, match="do not fit the model described in"):
         MultiTaskModel.load(saved_model)
     cli_error(["evaluate", "--model", saved_model, "--data", "data/sentences.csv"], capsys)
 

@@ -8,8 +8,10 @@ import pandas as pd
 import pytest
 import torch
 from accelerate import Accelerator
+from huggingface_hub import ModelCard
 
 import mtlib.encoder
+from mtlib.backbone import sha256_of
 from mtlib.cli import build_parser, main
 from mtlib.config import ModelConfig, TrainConfig
 from mtlib.data import LengthGroupedBatches, load_dataset, split_dataset, task_schedule
@@ -133,13 +135,16 @@ def test_model_card_and_config_round_trip(tmp_path, small_csv, tiny_bert_dir):
     folder = tmp_path / "run" / "model"
     config = json.loads((folder / "config.json").read_text())
     assert ModelConfig(**{k: v for k, v in config.items() if k not in ("files", "versions")}) == model.config
-    card = (folder / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: mtlib\n")
+    card = ModelCard.load(folder / "README.md")  # validates the metadata as the hub reads it
+    assert card.data.library_name == "mtlib" and card.data.pipeline_tag == "text-classification"
+    assert card.data.base_model is None  # a local folder is no hub id
+    results = {(r.dataset_name, r.task_name, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert results[("test split", "topic", "macro_f1")] == round(test["topic"]["macro_f1"], 4)
     for section in ("## Tasks and labels", "## Training data and recipe", "## Metrics", "## Intended use",
                     "## Limitations"):
-        assert section in card
-    assert f"| topic | {test['topic']['accuracy']:.4f} | {test['topic']['macro_f1']:.4f} |" in card
-    assert "Sports, Business" in card and small_csv in card
+        assert section in card.text
+    assert f"| test split | topic | {test['topic']['accuracy']:.4f} | {test['topic']['macro_f1']:.4f} |" in card.text
+    assert "Sports, Business" in card.text and small_csv in card.text and sha256_of(small_csv) in card.text
 
 
 def test_kill_while_writing_a_checkpoint_keeps_the_last_good_one(tmp_path, small_csv, tiny_bert_dir, monkeypatch):

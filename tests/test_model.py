@@ -73,9 +73,10 @@ def test_predict_logits_progress_bar_can_be_turned_off(tiny_model, capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_truncated_or_altered_weights_are_refused(tiny_model, tmp_path):
+@pytest.mark.parametrize("name", ["heads.safetensors", "backbone/model.safetensors"])
+def test_truncated_or_altered_weights_are_refused(tiny_model, tmp_path, name):
     folder = tiny_model.save(tmp_path / "model")
-    weights = folder / "model.safetensors"
+    weights = folder / name
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="truncated or altered"):

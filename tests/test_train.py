@@ -35,7 +35,8 @@ def test_training_writes_log_model_and_test_metrics(tmp_path, small_csv, tiny_be
     saved = json.loads((run / "test_metrics.json").read_text())
     assert saved == json.loads(json.dumps(test))
     assert set(saved["topic"]) >= {"accuracy", "macro_f1", "n", "per_class", "confusion_matrix"}
-    assert (run / "model" / "model.safetensors").is_file()
+    assert (run / "model" / "heads.safetensors").is_file()
+    assert (run / "model" / "backbone" / "model.safetensors").is_file()
 
 
 def test_same_seed_same_metrics(tmp_path, small_csv, tiny_bert_dir):
