@@ -28,7 +28,7 @@ run: setup
 	@$(BIN)/python -m mtlib train --data data/sentences.csv --output-dir $(RUN_DIR) --overwrite --no-progress > /dev/null
 	@echo "2/4 Scoring it on the out-of-style test half"
 	@$(BIN)/python -m mtlib evaluate --model $(RUN_DIR)/model --data data/out_of_style.csv --split test \
-		--output $(RUN_DIR)/out_of_style_test_metrics.json > /dev/null
+		--output $(RUN_DIR)/out_of_style_test_metrics.json --card > /dev/null
 	@echo "3/4 Fitting the baselines"
 	@$(BIN)/python -m mtlib baselines --data data/sentences.csv --out-of-style data/out_of_style.csv \
 		--output $(RUN_DIR)/baselines.csv > /dev/null

@@ -142,6 +142,7 @@ def load_backbone(
     if not seconds > 0:
         raise ValueError(f"timeout={timeout} should be a positive number of seconds.")
     source = resolve_backbone(name)
+    refuse_pickled_weights(source)
     limit_hub_requests(seconds)  # even a cache-only load may ask the hub something (huggingface_hub telemetry)
     try:
         return _load(source, local_files_only=True)
@@ -157,6 +158,23 @@ def load_backbone(
     if not _hub_reachable(seconds):
         raise offline
     return _load(source, local_files_only=False)
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def refuse_pickled_weights(source: str) -> None:
+    """Refuse a backbone folder whose weights exist only as pickle files: unpickling can run any code, and
+    transformers would spend minutes asking the hub for a safetensors conversion before giving up."""
+    folder = Path(source)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    if pickled := sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES):
+        raise ValueError(
+            f"backbone folder {source} holds its weights only as pickle ({', '.join(pickled)}), which can run code "
+            "when loaded, so it is refused. Convert them to model.safetensors where you trust the file "
+            "(AutoModel.from_pretrained(folder).save_pretrained(folder)) and pass the folder again."
+        )
 
 
 def _load(source: str, *, local_files_only: bool) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:

@@ -11,19 +11,23 @@ can run code), and every file Accelerate reads with pickle is opened with ``weig
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import functools
 import json
 import os
 import pickle
 import shutil
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import load as safe_torch_load
 from filelock import FileLock, Timeout
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mtlib.backbone import sha256_of
@@ -35,6 +39,27 @@ LOCK_FILE = ".run.lock"  # held while a run writes the folder
 # a run folder may be moved and a data file renamed (its sha256 is compared instead); the rest must match
 MAY_CHANGE_ON_RESUME = ("resume", "progress", "overwrite", "output_dir", "data")
 POINTER_KEYS = ("folder", "epoch", "config", "data", "files")
+
+
+FULL_DISK_BYTES = 64 * 2**20  # free space below which a failed write is put down to a full disk
+
+
+@contextlib.contextmanager
+def naming_a_full_disk(folder: Path, then: str) -> Iterator[None]:
+    """Turn a write that failed for want of space into one ``OSError`` that says so and what to do ``then``.
+
+    ``torch.save`` reports a full disk as a C++ ``RuntimeError`` that never names it, and safetensors as a
+    ``SafetensorError``; the free space left on ``folder``'s disk tells them apart from other failures.
+    """
+    try:
+        yield
+    except (OSError, RuntimeError, SafetensorError) as err:
+        probe = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+        free = shutil.disk_usage(probe).free
+        if getattr(err, "errno", None) != errno.ENOSPC and free >= FULL_DISK_BYTES:
+            raise
+        raise OSError(errno.ENOSPC, f"the disk is full: writing {folder} failed with {free / 2**20:.0f} MiB "
+                      f"left on its device (no space left on device). Free some space, then {then}") from err
 
 
 def one_run_per_folder(train: Callable) -> Callable:
@@ -149,9 +174,10 @@ def save_checkpoint(
     if accelerator.is_main_process and folder.exists():  # left by a run killed while writing this epoch
         shutil.rmtree(folder)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(folder))
-    if accelerator.is_main_process:
-        save_file({k: v.detach().cpu().contiguous() for k, v in run_state.items()}, folder / RUN_STATE_FILE)
+    with naming_a_full_disk(folder, "continue the run with --resume (resume=True)."):
+        accelerator.save_state(str(folder))
+        if accelerator.is_main_process:
+            save_file({k: v.detach().cpu().contiguous() for k, v in run_state.items()}, folder / RUN_STATE_FILE)
         files = {p.relative_to(folder).as_posix(): sha256_of(p) for p in sorted(folder.rglob("*")) if p.is_file()}
         tmp = out / f"{POINTER_FILE}.tmp"
         tmp.write_text(json.dumps({"folder": name, "epoch": epoch, **record, "files": files}, indent=2) + "\n")
@@ -172,7 +198,9 @@ def load_checkpoint(accelerator: Accelerator, folder: Path) -> dict[str, torch.T
     for path in sorted(folder.iterdir()):
         if path.suffix in (".bin", ".pkl", ".pt", ".pth"):
             try:
-                safe_torch_load(path, map_location="cpu")
+                with warnings.catch_warnings():  # torch's note on an unusual pickle protocol: the error says enough
+                    warnings.simplefilter("ignore")
+                    safe_torch_load(path, map_location="cpu")
             except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
                 raise ValueError(
                     f"{path} is not a plain tensor file ({type(err).__name__}): it holds objects that loading "

@@ -165,12 +165,19 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from mtlib.evaluate import evaluate_frame
     from mtlib.onnx import load_model
 
+    if args.card and args.backend != "torch":
+        raise ValueError("--card adds the metrics to a saved model's card; an exported ONNX folder has none. "
+                         "Drop --card, or evaluate the saved model with --backend torch.")
     model = load_model(args.model, args.backend)
     frame = load_half(args.data, model.tasks, args.split) if args.split else load_dataset(args.data, model.tasks)
     results = evaluate_frame(model, frame, batch_size=args.batch_size, precision=args.mixed_precision)
     text = json.dumps(results, indent=2)
     if args.output:
         Path(args.output).write_text(text + "\n")
+    if args.card:
+        from mtlib.card import add_evaluation
+
+        add_evaluation(args.model, f"{args.data} ({args.split or 'all'})", results)
     print(text)
 
 
@@ -242,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", required=True, help=MODEL_HELP)
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--split", help="score only the rows whose split column has this value (dev or test)")
-    evaluate.add_argument("--output")
+    evaluate.add_argument("--output", help="save the metrics as JSON")
+    evaluate.add_argument("--card", action="store_true",
+                          help="also add the metrics to the model card (README.md) of the --model folder")
     evaluate.add_argument("--batch-size", type=int, default=128)
     evaluate.add_argument("--mixed-precision", default="auto", help="as TrainConfig.mixed_precision")
     evaluate.add_argument("--backend", default="torch", choices=BACKENDS, help=BACKEND_HELP)

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from mtlib.backbone import sha256_of
+from mtlib.checkpoint import naming_a_full_disk
 from mtlib.encoder import check_sentences
 from mtlib.model import CONFIG_FILE, MultiTaskModel, check_files, label_predictions
 
@@ -73,7 +74,7 @@ def export_onnx(model_dir: str | Path, output: str | Path, *, quantize: str | No
         with tempfile.TemporaryDirectory() as tmp:
             return quantize_int8(export_onnx(model_dir, Path(tmp) / "fp32"), output)
     model = MultiTaskModel.load(model_dir, device="cpu")
-    with new_folder(output) as folder:
+    with new_folder(output) as folder, naming_a_full_disk(folder, "export again."):
         write_graph(model, folder)
     return Path(output)
 

@@ -29,6 +29,7 @@ from mtlib.checkpoint import (
     RUN_FILES,
     check_run_folder,
     load_checkpoint,
+    naming_a_full_disk,
     one_run_per_folder,
     read_pointer,
     run_settings,
@@ -331,7 +332,8 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
     if accelerator.is_main_process:
         (out / "test_metrics.json").write_text(json.dumps(test, indent=2) + "\n")
         training = dataclasses.asdict(config) | {"data_sha256": data["sha256"]}
-        raw_model.save(out / "model", training=training, evaluations={"test split": test})
+        with naming_a_full_disk(out / "model", "continue the run with --resume (resume=True)."):
+            raw_model.save(out / "model", training=training, evaluations={"test split": test})
         (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     accelerator.wait_for_everyone()
     return raw_model, test if accelerator.is_main_process else {}

@@ -11,6 +11,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertModel, DistilBertConfig, DistilBertModel
 
 from mtlib.backbone import resolve_backbone
+from mtlib.cli import main
 from mtlib.encoder import SentenceEncoder
 from mtlib.model import DEFAULT_TASKS, MultiTaskModel
 
@@ -23,6 +24,15 @@ def load_experiment(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def cli_error(args, capsys) -> str:
+    """Run the CLI in this process; it must exit 2 with one ``error: ...`` line on stderr."""
+    capsys.readouterr()
+    assert main([str(a) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
 
 
 @pytest.fixture(scope="session")

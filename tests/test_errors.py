@@ -11,6 +11,7 @@ import time
 
 import pandas as pd
 import pytest
+from conftest import cli_error
 
 import mtlib.train
 from mtlib.cli import main
@@ -25,15 +26,6 @@ def settings(data, out, backbone, **overrides) -> TrainConfig:
     model_fields = {f for f in ModelConfig.__dataclass_fields__ if f in overrides}
     model = ModelConfig(backbone=backbone, **{f: overrides.pop(f) for f in model_fields})
     return TrainConfig(data=str(data), output_dir=str(out), model=model, **(fast | overrides))
-
-
-def cli_error(args, capsys) -> str:
-    """Run the CLI in this process; it must exit 2 with one ``error: ...`` line on stderr."""
-    capsys.readouterr()
-    assert main([str(a) for a in args]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    return err
 
 
 @pytest.fixture(scope="module")
