@@ -232,6 +232,18 @@ def test_out_of_style_set_is_labelled_halved_and_apart(frame):
     assert report.exact == [] and report.near == []
 
 
+def test_next_out_of_style_set_is_labelled_and_halved(frame):
+    halves = {half: load_half("data/out_of_style_next.csv", DEFAULT_TASKS, half) for half in OUT_OF_STYLE_HALVES}
+    assert sum(len(part) for part in halves.values()) >= 1500
+    for part in halves.values():
+        assert part["sentiment"].notna().all() and part["topic"].isna().any()  # rows without a topic too
+        assert set(part["topic"].dropna()) == set(DEFAULT_TASKS["topic"])
+    raw = pd.read_csv("data/out_of_style_next.csv")
+    assert raw.groupby(["split", "register"]).size().min() >= 100  # every register in both halves
+    report = find_leaks({"sentences": frame, **halves})
+    assert report.exact == [] and report.near == []
+
+
 def test_load_half_errors(tmp_path):
     with pytest.raises(DataError, match="no 'split' column"):
         load_half(DATA, DEFAULT_TASKS, "dev")
