@@ -178,6 +178,7 @@ def save_checkpoint(
         accelerator.save_state(str(folder))
         if accelerator.is_main_process:
             save_file({k: v.detach().cpu().contiguous() for k, v in run_state.items()}, folder / RUN_STATE_FILE)
+    if accelerator.is_main_process:
         files = {p.relative_to(folder).as_posix(): sha256_of(p) for p in sorted(folder.rglob("*")) if p.is_file()}
         tmp = out / f"{POINTER_FILE}.tmp"
         tmp.write_text(json.dumps({"folder": name, "epoch": epoch, **record, "files": files}, indent=2) + "\n")

@@ -172,7 +172,7 @@ def quantize_int8(source: str | Path, output: str | Path) -> Path:
     if config["quantize"]:
         raise ValueError(f"{source} is already quantized ({config['quantize']}); quantize the fp32 export.")
     check_new_folder(output)
-    with new_folder(output) as folder:
+    with new_folder(output) as folder, naming_a_full_disk(folder, "quantize again."):
         shutil.copytree(source, folder, ignore=shutil.ignore_patterns(GRAPH_FILE, CONFIG_FILE), dirs_exist_ok=True)
         with quiet("root"):
             quantize_dynamic(source / GRAPH_FILE, folder / GRAPH_FILE, weight_type=QuantType.QInt8, per_channel=True)

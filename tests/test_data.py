@@ -233,12 +233,12 @@ def test_out_of_style_set_is_labelled_halved_and_apart(frame):
 
 
 def test_next_out_of_style_set_is_labelled_and_halved(frame):
-    halves = {half: load_half("data/out_of_style_next.csv", DEFAULT_TASKS, half) for half in OUT_OF_STYLE_HALVES}
+    halves = {half: load_half("data/next/out_of_style.csv", DEFAULT_TASKS, half) for half in OUT_OF_STYLE_HALVES}
     assert sum(len(part) for part in halves.values()) >= 1500
     for part in halves.values():
         assert part["sentiment"].notna().all() and part["topic"].isna().any()  # rows without a topic too
         assert set(part["topic"].dropna()) == set(DEFAULT_TASKS["topic"])
-    raw = pd.read_csv("data/out_of_style_next.csv")
+    raw = pd.read_csv("data/next/out_of_style.csv")
     assert raw.groupby(["split", "register"]).size().min() >= 100  # every register in both halves
     report = find_leaks({"sentences": frame, **halves})
     assert report.exact == [] and report.near == []
