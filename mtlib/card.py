@@ -18,7 +18,7 @@ RECIPE_KEYS = ("epochs", "batch_size", "lr", "head_lr", "weight_decay", "warmup_
                "sampling", "train_fraction", "linear_probe", "wise_alpha", "seed", "mixed_precision")
 TRAINING_KEYS = ("data", "data_sha256", *RECIPE_KEYS)
 # Scored outside the project on real English text (about 2,400 sentences per task, balanced by class), for the
-# default recipe trained on this version of data/sentences.csv; the README's "On real text" gives the detail.
+# default recipe trained on this version of data/sentences.csv (the README's "On real text").
 REAL_TEXT = {
     "data_sha256": "620d21f5fc1954b4e572dc02d7c653d087340423fee71cf2474aefea68009b24",
     "summary": "topic accuracy 0.828 on news titles and lead sentences (titles 0.777), sentiment macro-F1 0.693 "
