@@ -22,7 +22,8 @@ from common import best_of, peak_rss_mb, race, save
 from sentence_transformers import SentenceTransformer
 
 from mtlib.backbone import resolve_backbone
-from mtlib.encoder import SentenceEncoder, use_bf16
+from mtlib.encoder import SentenceEncoder
+from mtlib.precision import resolve_precision
 
 
 def long_sentences(texts: list[str], n: int) -> list[str]:
@@ -57,7 +58,8 @@ def encode_prefetching(encoder: SentenceEncoder, sentences: list[str], batch_siz
     with ThreadPoolExecutor(max_workers=1) as worker, torch.inference_mode():
         for ids, mask in worker.map(tokenize, batches):  # map submits every batch at once: the worker runs ahead
             ids, mask = ids.to(encoder.device, non_blocking=True), mask.to(encoder.device, non_blocking=True)
-            with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=use_bf16(precision, encoder.device)):
+            bf16 = resolve_precision(precision, encoder.device) == "bf16"
+            with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=bf16):
                 chunks.append(encoder.pool(ids, mask).float())
     embeddings = torch.empty(len(sentences), encoder.hidden_size)
     embeddings[order] = torch.cat(chunks).cpu()

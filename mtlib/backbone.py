@@ -20,7 +20,8 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
+from mtlib.config import DEFAULT_BACKBONE
+
 ALIASES = {"minilm": DEFAULT_BACKBONE, "all-MiniLM-L6-v2": DEFAULT_BACKBONE}
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 

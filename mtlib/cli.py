@@ -17,16 +17,21 @@ import sys
 import types
 import typing
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from mtlib.backbone import DEFAULT_BACKBONE
-from mtlib.config import ModelConfig, TrainConfig
-from mtlib.data import DataError
-from mtlib.encoder import POOLING_MODES
-from mtlib.onnx import BACKENDS, QUANTIZATIONS
+from mtlib.config import (
+    BACKENDS,
+    DEFAULT_BACKBONE,
+    POOLING_MODES,
+    PRECISIONS,
+    QUANTIZATIONS,
+    ModelConfig,
+    TrainConfig,
+)
 
 
 def read_sentences(args: argparse.Namespace) -> list[str]:
@@ -109,15 +114,29 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
         if dataclasses.is_dataclass(kind):
             add_dataclass_options(parser.add_argument_group(f"{kind.__name__} ({field.name})"), kind)
             continue
-        if isinstance(kind, types.UnionType):  # X | None: X
+        optional = isinstance(kind, types.UnionType)  # X | None: X, or "none"
+        if optional:
             kind = next(k for k in typing.get_args(kind) if k is not type(None))
         default = field.default_factory() if field.default is dataclasses.MISSING else field.default
         options = {"help": f"{comments.get(field.name, '')} (default: {default!r})", "default": argparse.SUPPRESS}
         if kind is bool:
             options["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) is typing.Literal:  # a choice: argparse lists the values in --help
+            options["choices"] = typing.get_args(kind)
         else:
-            options["type"] = json.loads if typing.get_origin(kind) is dict else kind
+            parse = json.loads if typing.get_origin(kind) is dict else kind
+            options["type"] = or_none(parse) if optional else parse
         parser.add_argument(f"--{field.name.replace('_', '-')}", **options)
+
+
+def or_none(parse: Callable[[str], typing.Any]) -> Callable[[str], typing.Any]:
+    """``parse``, with ``none`` (any case) read as None: for the settings whose None has a meaning."""
+
+    def parse_or_none(text: str) -> typing.Any:
+        return None if text.strip().lower() == "none" else parse(text)
+
+    parse_or_none.__name__ = getattr(parse, "__name__", "value")  # argparse names it in its errors
+    return parse_or_none
 
 
 def read_config_file(path: str) -> dict:
@@ -253,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--card", action="store_true",
                           help="also add the metrics to the model card (README.md) of the --model folder")
     evaluate.add_argument("--batch-size", type=int, default=128)
-    evaluate.add_argument("--mixed-precision", default="auto", help="as TrainConfig.mixed_precision")
+    evaluate.add_argument("--mixed-precision", default="auto", choices=PRECISIONS,
+                          help="as TrainConfig.mixed_precision")
     evaluate.add_argument("--backend", default="torch", choices=BACKENDS, help=BACKEND_HELP)
     evaluate.set_defaults(run=cmd_evaluate)
 
@@ -287,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = lambda message, *_, **__: print(f"warning: {message}", file=sys.stderr)
         try:
             args.run(args)
-        except (DataError, ValueError, OSError) as err:
+        except (ValueError, OSError) as err:  # mtlib.data.DataError is a ValueError
             print(f"error: {' '.join(str(err).split())}", file=sys.stderr)  # one line, even for multi-line messages
             return 2
     return 0

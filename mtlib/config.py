@@ -1,7 +1,9 @@
 """The two settings objects: ``ModelConfig`` (what is saved with a model) nested in ``TrainConfig``.
 
 Every field is checked when the object is made, so a bad value fails before any data is read;
-the command line is generated from these fields and their comments (:mod:`mtlib.cli`).
+the command line is generated from these fields and their comments (:mod:`mtlib.cli`). The allowed
+values of every choice live here, as ``Literal`` types, and the modules that act on them import them:
+this module imports no other part of mtlib, so reading a config costs no torch import.
 Introduced in ``notebooks/04_training_loop.ipynb``.
 """
 
@@ -11,27 +13,31 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
-from mtlib.backbone import DEFAULT_BACKBONE
-from mtlib.encoder import POOLING_MODES
-from mtlib.losses import LOSS_WEIGHTINGS
-from mtlib.precision import PRECISIONS
-
+DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_TASKS = {
     "topic": ["Sports", "Business", "Entertainment", "Technology", "Politics"],
     "sentiment": ["Negative", "Neutral", "Positive"],
 }
-HEAD_TYPES = ("linear", "mlp")
-SAMPLINGS = ("joint", "round_robin", "proportional", "temperature")
+PoolingMode = Literal["mean", "cls", "max", "attention"]
+HeadType = Literal["linear", "mlp"]
+LossWeighting = Literal["equal", "fixed", "uncertainty"]
+Sampling = Literal["joint", "round_robin", "proportional", "temperature"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Backend = Literal["torch", "onnx"]
+Quantization = Literal["int8"]
+POOLING_MODES, HEAD_TYPES, LOSS_WEIGHTINGS = get_args(PoolingMode), get_args(HeadType), get_args(LossWeighting)
+SAMPLINGS, PRECISIONS = get_args(Sampling), get_args(Precision)
+BACKENDS, QUANTIZATIONS = get_args(Backend), get_args(Quantization)
 FREEZE_STRATEGIES = ("none", "all", "backbone", "head:<task>", "layers:<k>")
 
 
 @dataclass
 class ModelConfig:
     backbone: str = DEFAULT_BACKBONE  # packaged MiniLM by default; any Hugging Face id or folder
-    pooling: str = "mean"  # mean | cls | max | attention
-    head: str = "linear"  # linear (dropout + linear) | mlp (one hidden layer)
+    pooling: PoolingMode = "mean"  # mean | cls | max | attention
+    head: HeadType = "linear"  # linear (dropout + linear) | mlp (one hidden layer)
     dropout: float = 0.1  # dropout before each head layer
     max_length: int | None = None  # tokens per sentence; None: what the backbone was trained with
     tasks: dict[str, list[str]] = field(default_factory=lambda: copy.deepcopy(DEFAULT_TASKS))  # task -> labels (JSON)
@@ -67,15 +73,15 @@ class TrainConfig:
     weight_decay: float = 0.01  # AdamW decoupled weight decay, not on biases and LayerNorm
     warmup_ratio: float = 0.1  # share of steps with linearly rising learning rate, then linear decay to 0
     max_grad_norm: float = 1.0  # gradient clipping; 0: off
-    loss_weighting: str = "equal"  # equal | fixed | uncertainty
+    loss_weighting: LossWeighting = "equal"  # equal | fixed | uncertainty
     task_weights: dict[str, float] | None = None  # per-task weights (JSON) for loss_weighting="fixed"
-    sampling: str = "joint"  # joint: rows carry every label; else per-task batches mixed by this rule
+    sampling: Sampling = "joint"  # joint: rows carry every label; else per-task batches mixed by this rule
     temperature: float = 2.0  # sampling="temperature": task probability proportional to size ** (1 / T)
     patience: int = 2  # stop after this many epochs without a better mean validation macro-F1
     seed: int = 0  # data split, initialisation, shuffling and dropout
     train_fraction: float = 1.0  # < 1: train on a seeded, stratified subset of the training split
     cache_embeddings: bool = True  # with a frozen encoder, embed each sentence once and train the heads on that
-    mixed_precision: str = "auto"  # auto: bf16 on a GPU that supports it, else fp32 | fp32 | bf16 | fp16
+    mixed_precision: Precision = "auto"  # auto: bf16 on a GPU that supports it, else fp32 | fp32 | bf16 | fp16
     resume: bool = False  # continue the run in output_dir from its last finished epoch
     progress: bool = True  # tqdm progress bars
     overwrite: bool = False  # replace a run already in output_dir; without it a new run there is refused

@@ -12,10 +12,9 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from mtlib.backbone import DEFAULT_BACKBONE, drop_pooler, load_backbone, trained_max_length
+from mtlib.backbone import drop_pooler, load_backbone, trained_max_length
+from mtlib.config import DEFAULT_BACKBONE, POOLING_MODES
 from mtlib.precision import AUTOCAST_DTYPES, resolve_precision
-
-POOLING_MODES = ("mean", "cls", "max", "attention")
 
 
 def default_device() -> torch.device:

@@ -8,9 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mtlib.config import LOSS_WEIGHTINGS
 from mtlib.data import IGNORE_INDEX
-
-LOSS_WEIGHTINGS = ("equal", "fixed", "uncertainty")
 
 
 def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:

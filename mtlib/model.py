@@ -17,9 +17,9 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from mtlib.backbone import DEFAULT_BACKBONE, sha256_of
+from mtlib.backbone import sha256_of
 from mtlib.card import model_card
-from mtlib.config import DEFAULT_TASKS, HEAD_TYPES, ModelConfig
+from mtlib.config import DEFAULT_BACKBONE, DEFAULT_TASKS, HEAD_TYPES, ModelConfig
 from mtlib.encoder import SentenceEncoder, default_device
 
 CONFIG_FILE, HEADS_FILE, BACKBONE_DIR, CARD_FILE = "config.json", "heads.safetensors", "backbone", "README.md"

@@ -29,12 +29,11 @@ from torch import nn
 
 from mtlib.backbone import sha256_of
 from mtlib.checkpoint import naming_a_full_disk
+from mtlib.config import BACKENDS, QUANTIZATIONS
 from mtlib.encoder import check_sentences
 from mtlib.model import CONFIG_FILE, MultiTaskModel, check_files, label_predictions
 
 GRAPH_FILE = "model.onnx"
-QUANTIZATIONS = ("int8",)
-BACKENDS = ("torch", "onnx")
 INPUTS = ("input_ids", "attention_mask")
 EMBEDDING = "sentence_embedding"
 CONFIG_KEYS = ("tasks", "pooling", "normalize", "max_length", "hidden_size", "quantize", "files")

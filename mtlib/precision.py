@@ -15,7 +15,8 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from mtlib.config import PRECISIONS
+
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 # Whether ``auto`` means bf16 on a CPU with native bf16. Off: bf16 trains faster there with the same scores

@@ -171,7 +171,8 @@ def resume_run(
                                    for k, v in state.items() if k.startswith("criterion.")})
         start_epoch = int(checkpoint.name.removeprefix("epoch-")) + 1
     if accelerator.is_main_process:  # drop rows of an epoch that was cut short
-        log = pd.read_csv(metrics_path) if checkpoint is not None else pd.DataFrame(columns=METRICS_COLUMNS)
+        # n stays an integer column (empty on training rows), as log_epoch wrote it
+        log = pd.read_csv(metrics_path, dtype={"n": "Int64"}) if checkpoint else pd.DataFrame(columns=METRICS_COLUMNS)
         log[log["epoch"] < start_epoch].to_csv(metrics_path, index=False)
     return start_epoch
 

@@ -112,6 +112,14 @@ def test_options_reach_both_dataclasses():
     assert config.epochs == TrainConfig().epochs  # not given: the dataclass default
 
 
+def test_none_where_the_help_allows_it():
+    config = parse_train("--head-lr", "none", "--log-var-lr", "None", "--max-length", "NONE")
+    assert (config.head_lr, config.log_var_lr, config.model.max_length) == (None, None, None)
+    assert parse_train("--max-length", "64").model.max_length == 64
+    with pytest.raises(SystemExit):  # a setting that cannot be None still refuses it
+        parse_train("--lr", "none")
+
+
 @pytest.mark.parametrize("suffix", ["json", "yaml"])
 def test_config_file_and_options_over_it(tmp_path, suffix):
     settings = {"epochs": 2, "lr": 5e-5, "model": {"head": "mlp", "dropout": 0.2}}

@@ -128,8 +128,12 @@ def test_resume_with_other_settings_names_each_change(run_copy, tmp_path, small_
 
 
 def test_resume_same_settings_moved_data_file_is_fine(run_copy, tmp_path, small_csv, tiny_bert_dir):
+    log, test = (run_copy / "metrics.csv").read_text(), json.loads((run_copy / "test_metrics.json").read_text())
     copy = shutil.copy(small_csv, tmp_path / "renamed.csv")  # same content: the same run
-    train(settings(copy, run_copy, tiny_bert_dir, resume=True))
+    _, resumed = train(settings(copy, run_copy, tiny_bert_dir, resume=True))
+    # every epoch was already done: the run goes on from its checkpoint to the same test of the same weights
+    assert (run_copy / "metrics.csv").read_text() == log
+    assert json.loads(json.dumps(resumed)) == test
 
 
 def test_resume_other_head_through_cli(run_copy, small_csv, tiny_bert_dir, capsys):

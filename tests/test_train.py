@@ -80,10 +80,22 @@ def test_frozen_backbone_cache_gives_the_same_result(tmp_path, small_csv, tiny_b
 
 
 @pytest.mark.parametrize("sampling", ["round_robin", "proportional", "temperature"])
-def test_per_task_sampling_and_weighting_train(tmp_path, small_csv, tiny_bert_dir, sampling):
+def test_per_task_sampling_and_weighting_train(tmp_path, small_csv, tiny_bert_dir, sampling, monkeypatch):
+    schedules = []
+
+    def recording(*args, **kwargs):
+        schedules.append(task_schedule(*args, **kwargs))
+        return schedules[-1]
+
+    monkeypatch.setattr(mtlib.train, "task_schedule", recording)
     _, test = train(config(tmp_path, small_csv, tiny_bert_dir, sampling, sampling=sampling, epochs=1,
-                        loss_weighting="uncertainty"))
+                           loss_weighting="uncertainty"))
     assert set(test) == {"topic", "sentiment"}
+    # each step drew one task's batch: a per-task loader for each task, mixed by the rule
+    assert len(schedules) == 1 and set(schedules[0]) == {"topic", "sentiment"}
+    # the uncertainty weights learned: both moved away from their start, 1
+    weights = json.loads((tmp_path / sampling / "checkpoint.json").read_text())["loss_weights"]
+    assert set(weights) == {"topic", "sentiment"} and all(w != 1.0 for w in weights.values())
 
 
 def test_nothing_trains_when_all_frozen(tmp_path, small_csv, tiny_bert_dir):
