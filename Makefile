@@ -11,7 +11,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 EXECUTE := $(BIN)/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=1800 \
 	--ExecutePreprocessor.extra_arguments=--IPKernelApp.log_level=ERROR --log-level=WARN
 
-.PHONY: setup run test lint notebooks bench experiments lab clean
+.PHONY: setup run check test lint notebooks bench experiments lab clean
 
 # (Re)create the virtual environment whenever the pins or the package metadata change.
 $(STAMP): requirements.txt pyproject.toml
@@ -41,6 +41,13 @@ run: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/hadolint Dockerfile
+
+# The quick tier, for while you change code: lint and the unit tests on tiny random backbones. It leaves out the
+# browser test, the notebooks, the one-thread re-run of their outputs, the scripts' --help, the two-process tests
+# and the re-runs of committed experiments; make test runs everything, as CI does.
+SLOW_TESTS := lab portable_outputs scripts distributed gradient_conflict weighting_experiment freezing_experiment recipes
+check: lint
+	$(BIN)/python -m pytest -q tests $(foreach name,$(SLOW_TESTS),--ignore=tests/test_$(name).py)
 
 test: lint
 	$(BIN)/python -m pytest -q -rs tests $(if $(NOTEBOOKS),--nbval $(NOTEBOOKS) --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg)
