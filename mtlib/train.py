@@ -335,6 +335,9 @@ def train(config: TrainConfig, accelerator: Accelerator | None = None) -> tuple[
         training = dataclasses.asdict(config) | {"data_sha256": data["sha256"]}
         with naming_a_full_disk(out / "model", "continue the run with --resume (resume=True)."):
             raw_model.save(out / "model", training=training, evaluations={"test split": test})
-        (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        # the settings without the one-time actions: --config of this file repeats the run, but never replaces
+        # or resumes a run unless the command says so again
+        settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("resume", "overwrite")}
+        (out / "train_config.json").write_text(json.dumps(settings, indent=2) + "\n")
     accelerator.wait_for_everyone()
     return raw_model, test if accelerator.is_main_process else {}

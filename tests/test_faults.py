@@ -241,3 +241,11 @@ def test_fine_tuned_encoder_loads_in_sentence_transformers(tiny_model, tmp_path,
     theirs = SentenceTransformer(str(saved), device="cpu").encode(sentences, convert_to_tensor=True)
     assert torch.allclose(theirs, torch.from_numpy(np.load(ours)), atol=1e-5)
     assert MultiTaskModel.load(saved)  # the mtlib files still load
+
+
+def test_a_runs_config_file_never_replaces_the_run(tmp_path, small_csv, tiny_bert_dir, capsys):
+    out = tmp_path / "run"
+    assert main([*train_args(small_csv, out, tiny_bert_dir), "--overwrite"]) == 0
+    saved = json.loads((out / "train_config.json").read_text())
+    assert "overwrite" not in saved and "resume" not in saved
+    assert "already holds a run" in cli_error(["train", "--config", out / "train_config.json"], capsys)
