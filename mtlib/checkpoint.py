@@ -73,6 +73,10 @@ def one_run_per_folder(train: Callable) -> Callable:
         if not PartialState().is_main_process:
             return train(config, *args, **kwargs)
         out = Path(config.output_dir)
+        created = out  # the outermost folder this run creates, if any
+        while not created.parent.exists():
+            created = created.parent
+        created = None if out.exists() else created
         out.mkdir(parents=True, exist_ok=True)
         lock = FileLock(out / LOCK_FILE, timeout=0)
         try:
@@ -86,6 +90,8 @@ def one_run_per_folder(train: Callable) -> Callable:
             return train(config, *args, **kwargs)
         finally:
             lock.release()
+            if created and [p.name for p in out.iterdir()] == [LOCK_FILE]:  # stopped before writing anything
+                shutil.rmtree(created)
 
     return locked
 

@@ -138,6 +138,12 @@ def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path, small_csv, tiny_
     assert main(train_args(small_csv, out, tiny_bert_dir)) == 0  # the lock goes with the first run
 
 
+def test_a_refused_run_leaves_no_folder(tmp_path, tiny_bert_dir, capsys):
+    out = tmp_path / "runs" / "new"
+    cli_error(train_args(tmp_path / "no-such.csv", out, tiny_bert_dir), capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_predict_input_splits_on_newlines_only(tiny_model, tmp_path, capsys):
     saved = tiny_model.save(tmp_path / "model")
     separators = ["\u2028", "\u2029", "\f", "\v", "\x85", "\x1c", "\x1d"]
