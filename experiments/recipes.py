@@ -58,7 +58,7 @@ RECIPES = {
         "head_lr": 1e-3, "loss_weighting": "fixed", "task_weights": {"topic": 1.0, "sentiment": 2.0},
     },
 }
-WISE_FROM = ("full fine-tuning", "LP-FT")  # recipes whose models are also interpolated
+WISE_FROM = ("full fine-tuning", "LP-FT", "heads at lr 1e-3")  # recipes whose models are also interpolated
 WISE_ALPHAS = (0.25, 0.5, 0.75)
 BASELINES = {
     "TF-IDF + logistic regression": "tfidf_logreg",
@@ -144,9 +144,10 @@ def run_baselines(seed: int) -> list[dict]:
 
 @functools.cache
 def data_version() -> dict:
-    """Which ``data/sentences.csv`` a run trained on: a change to the file starts a new set of runs. Read once a
-    process: every run and result path of one session trains on the same file."""
-    return {"sha256": sha256_of(DATA), "rows": len(load_dataset(DATA, DEFAULT_TASKS))}
+    """Which ``data/sentences.csv`` a run trained on, and which ``data/out_of_style.csv`` scored it: a change to the
+    training file starts a new set of runs. Read once a process: every run of one session sees the same files."""
+    return {"sha256": sha256_of(DATA), "rows": len(load_dataset(DATA, DEFAULT_TASKS)),
+            "out_of_style_sha256": sha256_of(OUT_OF_STYLE)}
 
 
 def result_path(name: str, seed: int) -> Path:
@@ -249,14 +250,19 @@ def markdown_tables(records: list[dict]) -> str:
         by_version.setdefault(r["data"]["sha256"], []).append(r)
     order = sorted(by_version, key=lambda sha256: sha256 != current)
     rows = {sha256: runs[0]["data"]["rows"] for sha256, runs in by_version.items()}
+    # Predictions can be paired only with the out-of-style file that produced them.
+    scored_here = {sha256 for sha256, runs in by_version.items()
+                   if runs[0]["data"].get("out_of_style_sha256") == data_version()["out_of_style_sha256"]}
     parts = [
         f"## Trained on {'the current' if sha256 == current else 'an earlier'} data/sentences.csv: {rows[sha256]:,} "
-        f"rows, sha256 {sha256[:12]}\n\n" + version_tables(by_version[sha256])
+        f"rows, sha256 {sha256[:12]}"
+        + ("" if sha256 in scored_here else ", scored on an earlier data/out_of_style.csv")
+        + "\n\n" + version_tables(by_version[sha256], paired=sha256 in scored_here)
         for sha256 in order
     ]
-    if current in by_version:
+    if current in by_version and len(scored_here) > 1:
         lines = ["## The data's effect: a recipe on the current data minus the same recipe on an earlier version", ""]
-        for earlier in order[1:]:
+        for earlier in [sha256 for sha256 in order[1:] if sha256 in scored_here]:
             for name in dict.fromkeys(r["recipe"] for r in by_version[current]):
                 ours, theirs = runs_of(by_version[current], name), runs_of(by_version[earlier], name)
                 for set_name in OUT_OF_STYLE_SETS if theirs else ():
@@ -270,8 +276,9 @@ def markdown_tables(records: list[dict]) -> str:
     return "\n\n".join(parts)
 
 
-def version_tables(records: list[dict]) -> str:
-    """The score table, the paired comparisons and the by-register table of runs on one version of the data."""
+def version_tables(records: list[dict], paired: bool = True) -> str:
+    """The score table of runs on one version of the data and, where their predictions are of today's out-of-style
+    rows (``paired``), the paired comparisons and the by-register table."""
     table = score_table(records)
     cell = table.groupby(["recipe", "set", "task"])["macro_f1"].agg(["mean", "std", "count"])
     text = cell.apply(lambda r: f"{r['mean']:.3f} ± {r['std']:.3f}", axis=1).unstack(["set", "task"])
@@ -286,6 +293,8 @@ def version_tables(records: list[dict]) -> str:
         label = f"**{name} (default)**" if name == default else name
         lines.append(f"| {label} | " + " | ".join(text.loc[name, c] for c in columns)
                      + f" | {seeds} | {'' if np.isnan(minutes) else f'{minutes:.1f}'} |")
+    if not paired:
+        return "\n".join(lines)
     lines += ["", f"Paired bootstrap, macro-F1 difference averaged over seeds [95% interval], default = {default}:", ""]
     comparisons = [(default, base, s) for base in BASELINES for s in ("out-of-style test",)]
     comparisons += [(name, default, "out-of-style dev") for name in order[len(BASELINES):] if name != default]
