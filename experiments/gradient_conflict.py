@@ -6,7 +6,8 @@ of the current batch are back-propagated separately and the cosine between their
 layer group of the shared encoder (:mod:`mtlib.conflict`). One row per seed, step and group lands in
 ``experiments/results/gradient_conflict.csv``, which ``notebooks/02_multi_task_heads.ipynb`` plots.
 
-    python experiments/gradient_conflict.py               # every seed, one after the other (one thread)
+    python experiments/gradient_conflict.py               # every seed, one after the other (one thread), unless
+                                                          # the results file exists: delete it to measure again
     python experiments/gradient_conflict.py --seeds 0     # one seed, printed; the file is left as it is
 """
 
@@ -65,6 +66,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=SEEDS, help="seeds to run (default: 0 1 2)")
     args = parser.parse_args()
+    if tuple(args.seeds) == SEEDS and RESULTS.exists():
+        print(f"{RESULTS} exists: nothing to run (delete it to measure again)")
+        return
     hf_logging.set_verbosity_error()
     torch.set_num_threads(1)
     table = pd.concat([measure(seed) for seed in args.seeds], ignore_index=True)

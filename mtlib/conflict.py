@@ -18,11 +18,11 @@ from mtlib.model import MultiTaskModel
 def encoder_groups(model: MultiTaskModel) -> dict[str, list[nn.Parameter]]:
     """The shared encoder's trainable parameters by layer group, bottom first.
 
-    Groups: ``embeddings``, ``layer 0`` .. ``layer N-1``, and ``pooling`` when the pooling has weights
+    Groups: ``embeddings``, ``layer 1`` .. ``layer N`` (bottom to top), and ``pooling`` when the pooling has weights
     (attention pooling). The heads are not shared, so they are left out.
     """
     parts = backbone_parts(model.encoder.transformer)
-    modules = {"embeddings": parts.embeddings} | {f"layer {i}": layer for i, layer in enumerate(parts.layers)}
+    modules = {"embeddings": parts.embeddings} | {f"layer {i}": layer for i, layer in enumerate(parts.layers, 1)}
     modules["pooling"] = model.encoder.pooling
     groups = {name: [p for p in module.parameters() if p.requires_grad] for name, module in modules.items()}
     return {name: params for name, params in groups.items() if params}

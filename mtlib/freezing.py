@@ -115,7 +115,7 @@ def parameter_report(model: nn.Module) -> pd.DataFrame:
     """Trainable and total parameters per part (embeddings, each layer, pooling, each head) and in all."""
     backbone = backbone_parts(model.encoder.transformer)
     parts: list[tuple[str, nn.Module]] = [("embeddings", backbone.embeddings)]
-    parts += [(f"layer {i}", layer) for i, layer in enumerate(backbone.layers)]
+    parts += [(f"layer {i}", layer) for i, layer in enumerate(backbone.layers, 1)]
     parts += [("pooling", model.encoder.pooling)]
     parts += [(f"head:{task}", head) for task, head in model.heads.items()]
     parts += [("all", model)]

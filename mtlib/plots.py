@@ -270,7 +270,7 @@ def architecture_diagram(model: MultiTaskModel) -> Figure:
     table = next(m for m in parts.embeddings.modules() if isinstance(m, torch.nn.Embedding))
     stack = [(None, f"token ids (batch, tokens), vocabulary of {table.num_embeddings:,}")]
     stack.append((parts.embeddings, f"embeddings: {table.num_embeddings:,} x {table.embedding_dim} table"))
-    for i, layer in enumerate(parts.layers):
+    for i, layer in enumerate(parts.layers, 1):
         widths = sorted({m.out_features for m in layer.modules() if isinstance(m, torch.nn.Linear)})
         stack.append((layer, f"transformer layer {i}: self-attention, feed-forward {hidden} → {widths[-1]} → {hidden}"))
     pooling = model.encoder.pooling

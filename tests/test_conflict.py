@@ -25,11 +25,11 @@ def batch_of(model, labels_topic, labels_sentiment):
 
 def test_groups_cover_the_trainable_encoder_once_and_no_head(tiny_model):
     groups = encoder_groups(tiny_model)
-    assert list(groups) == ["embeddings", "layer 0", "layer 1"]  # mean pooling has no weights
+    assert list(groups) == ["embeddings", "layer 1", "layer 2"]  # mean pooling has no weights
     grouped = [id(p) for params in groups.values() for p in params]
     assert sorted(grouped) == sorted(id(p) for p in tiny_model.encoder.parameters())
     freeze(tiny_model, "layers:1")
-    assert list(encoder_groups(tiny_model)) == ["layer 1"]
+    assert list(encoder_groups(tiny_model)) == ["layer 2"]  # layers are numbered from 1, bottom first
     tiny_model.encoder.pooling = Pooling(tiny_model.encoder.hidden_size, "attention")
     assert list(encoder_groups(tiny_model))[-1] == "pooling"
 
@@ -76,7 +76,7 @@ def test_architecture_diagram_reads_sizes_from_the_model(tiny_model):
     texts = [t.get_text() for t in fig.axes[0].texts]
     layer = sum(p.numel() for p in tiny_model.encoder.transformer.encoder.layer[1].parameters())
     assert sum(f"{layer:,} parameters" in t for t in texts) == 2  # both layers of the tiny model, same size
-    assert sum("(frozen)" in t for t in texts) == 2  # embeddings and layer 0
+    assert sum("(frozen)" in t for t in texts) == 2  # embeddings and layer 1
     assert any(t.startswith("topic head: 32 → 5\n") for t in texts)
     assert any(t.startswith("sentiment head: 32 → 3\n") for t in texts)
     total = sum(p.numel() for p in tiny_model.parameters())

@@ -28,3 +28,13 @@ def test_each_data_version_gets_its_own_tables(recipes):
     assert text.count("## Trained on ") == len(versions)
     assert text.startswith("## Trained on the current")
     assert recipes.result_path("LP-FT", 0).name == f"lp-ft-seed0-data-{current[:8]}.json"
+
+
+def test_the_readme_shows_the_runs_on_the_current_data(recipes):
+    # README.md's result tables are written from the records (python experiments/recipes.py --readme): a table
+    # pasted by hand, or records changed without rewriting it, fails here.
+    begin, end = recipes.README_MARKERS
+    text = recipes.README.read_text()
+    assert text.count(begin) == text.count(end) == 1
+    shown = text.split(begin)[1].split(end)[0].strip()
+    assert shown == recipes.readme_tables().strip()
