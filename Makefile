@@ -45,7 +45,7 @@ lint: setup
 # The quick tier, for while you change code: lint and the unit tests on tiny random backbones. It leaves out the
 # browser test, the notebooks, the one-thread re-run of their outputs, the scripts' --help, the two-process tests
 # and the re-runs of committed experiments; make test runs everything, as CI does.
-SLOW_TESTS := lab portable_outputs scripts distributed gradient_conflict weighting_experiment freezing_experiment recipes
+SLOW_TESTS := lab exercises portable_outputs scripts distributed gradient_conflict weighting_experiment freezing_experiment recipes
 check: lint
 	$(BIN)/python -m pytest -q tests $(foreach name,$(SLOW_TESTS),--ignore=tests/test_$(name).py)
 
