@@ -62,9 +62,10 @@ bench: setup
 	$(BIN)/python benchmarks/bench_predict.py
 	$(BIN)/python benchmarks/bench_train.py
 
-# The recipe comparison behind the default (30 training runs; the default alone takes about 7 min on a 2-core CPU),
-# and the experiments notebooks 02, 03 and 04 load (gradient conflict, freezing, loss weighting); results in
-# experiments/results/.
+# The recipe comparison behind the default (on the current data: the default and LP-FT, with their WiSE-FT
+# interpolations, and the two baselines, 3 seeds each), then the experiments notebooks 02, 03 and 04 load (gradient
+# conflict, freezing, loss weighting); results in experiments/results/. Runs already stored are not run again: on
+# the committed state this trains nothing.
 experiments: setup
 	$(BIN)/python experiments/recipes.py
 	$(BIN)/python experiments/gradient_conflict.py
